@@ -1,0 +1,1 @@
+"""Stage: run the inference package on the selected series of a study."""

@@ -1,0 +1,41 @@
+"""The typed result of analysing one study: what the report and the alert are built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from inference.clinical_variables import ClinicalVariables
+from inference.measurements import HematomaMeasurements
+from inference.prediction import ExpansionPrediction
+
+Completion = Literal["PARTIAL", "COMPLETE"]
+RiskCategory = Literal["high", "low", "not_validated", "unavailable"]
+
+
+@dataclass(frozen=True)
+class StudyIdentity:
+    """Who and what the result is about. PHI: never logged; only ``handle`` is."""
+
+    study_uid: str
+    handle: str
+    patient_id: str | None
+    issuer_of_patient_id: str | None
+    accession_number: str | None
+    patient_name: str | None
+    study_datetime: str | None
+
+
+@dataclass(frozen=True)
+class StudyAnalysis:
+    """Everything one report (preliminary or final) says about a study."""
+
+    identity: StudyIdentity
+    series_uid: str
+    measurements: HematomaMeasurements
+    clinical: ClinicalVariables
+    prediction: ExpansionPrediction | None
+    brain_score: object | None  # inference.scores.brain_score.BrainScore
+    completion: Completion
+    risk_category: RiskCategory
+    software_version: str

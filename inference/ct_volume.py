@@ -1,0 +1,51 @@
+"""The CT volume every analysis step works on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CTVolume:
+    """A head CT in Hounsfield units with its patient geometry.
+
+    Attributes
+    ----------
+    hu:
+        float32 array, shape (slices, rows, columns); slice 0 is the first slice along
+        the slice normal (row x column direction cosines), i.e. ascending position.
+    affine_lps:
+        4x4 matrix mapping voxel indices (slice, row, column, 1) to DICOM patient
+        coordinates (LPS, mm).
+    spacing_mm:
+        (slice spacing, row spacing, column spacing) in mm.
+    sop_instance_uids:
+        SOP Instance UID of the image behind each slice, in slice order.
+    series_instance_uid, study_instance_uid:
+        The source series and study.
+    """
+
+    hu: np.ndarray
+    affine_lps: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    sop_instance_uids: tuple[str, ...]
+    series_instance_uid: str
+    study_instance_uid: str
+
+    def __post_init__(self) -> None:
+        if self.hu.ndim != 3:
+            raise ValueError(f"a CT volume is 3-D, got shape {self.hu.shape}")
+        if len(self.sop_instance_uids) != self.hu.shape[0]:
+            raise ValueError("one SOP Instance UID per slice is required")
+        if self.affine_lps.shape != (4, 4):
+            raise ValueError("affine_lps must be 4x4")
+        if min(self.spacing_mm) <= 0:
+            raise ValueError(f"spacing must be positive, got {self.spacing_mm}")
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in millilitres (1 mL = 1000 mm^3)."""
+        s, r, c = self.spacing_mm
+        return s * r * c / 1000.0

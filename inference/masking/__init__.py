@@ -1,0 +1,1 @@
+"""Hematoma masking methods, interchangeable by configuration (see registry.py)."""

@@ -1,0 +1,1 @@
+"""Published clinical scores computed beside the network."""

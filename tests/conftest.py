@@ -1,0 +1,24 @@
+"""Shared fixtures: real peers on loopback, fresh data directories."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tests.support.peers import Orthanc, start_orthanc  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    """A real Orthanc PACS on free loopback ports, stopped after the test."""
+    pacs = start_orthanc(tmp_path / "orthanc")
+    yield pacs
+    pacs.stop()

@@ -1,0 +1,113 @@
+"""Real network peers for tests, on 127.0.0.1 with free ports and readiness polling."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ORTHANC_BINARY = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0, interval_s: float = 0.1) -> None:
+    """Poll ``predicate`` until it is true; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Orthanc:
+    """A real Orthanc PACS started for a test, with its REST API for assertions."""
+
+    process: subprocess.Popen
+    dicom_port: int
+    http_port: int
+    ae_title: str
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def get(self, path: str) -> object:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    def get_bytes(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return response.read()
+
+    def instances(self) -> list[str]:
+        return list(self.get("/instances"))  # type: ignore[arg-type]
+
+    def instance_tags(self, orthanc_id: str) -> dict:
+        return self.get(f"/instances/{orthanc_id}/simplified-tags")  # type: ignore[return-value]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_orthanc(workdir: Path, ae_title: str = "ORTHANC", dicom_port: int | None = None,
+                  known_peers: dict[str, tuple[str, int]] | None = None) -> Orthanc:
+    """Start Orthanc on loopback ports; accepts any calling AE (a permissive PACS)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    dicom_port = dicom_port or free_port()
+    http_port = free_port()
+    config = {
+        "Name": "hemex-test-pacs",
+        "StorageDirectory": str(workdir / "storage"),
+        "IndexDirectory": str(workdir / "storage"),
+        "DicomAet": ae_title,
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True,
+        "DicomAlwaysAllowEcho": True,
+        "UnknownSopClassAccepted": True,
+        "DicomModalities": {name: [name, host, port] for name, (host, port) in (known_peers or {}).items()},
+        "Plugins": [],
+        "StableAge": 1,
+        "LoadPrivateDictionary": False,
+    }
+    config_path = workdir / "orthanc.json"
+    config_path.write_text(json.dumps(config))
+    log = open(workdir / "orthanc.log", "wb")
+    process = subprocess.Popen([ORTHANC_BINARY, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
+    orthanc = Orthanc(process, dicom_port, http_port, ae_title, workdir)
+    try:
+        wait_until(lambda: port_open(http_port) and port_open(dicom_port), timeout_s=60)
+    except AssertionError:
+        orthanc.stop()
+        raise AssertionError("Orthanc did not start: " + (workdir / "orthanc.log").read_text()[-2000:])
+    return orthanc
