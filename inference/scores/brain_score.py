@@ -1,0 +1,20 @@
+"""The BRAIN score for hematoma expansion (Wang et al., Stroke 2015)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BrainScore:
+    """BRAIN score points (0-24) and the published risk of expansion at that score.
+
+    ``points`` is None when a component is missing; ``missing`` names those components
+    and ``components`` the points given to each known one.
+    """
+
+    points: int | None
+    published_risk: float | None
+    components: dict[str, int]
+    missing: tuple[str, ...]
+    reference: str = "Wang X et al. Stroke 2015;46:376-381 (BRAIN score)"
