@@ -65,10 +65,22 @@ class SeriesSelectionSettings(_Section):
     modalities: list[str] = ["CT"]
     min_slices: int = 20
     max_slice_thickness_mm: float = 5.0
-    # Kernel / description fragments (case-insensitive) that mark bone or lung reconstructions.
-    excluded_kernel_patterns: list[str] = ["BONE", "H60", "H70", "FC30", "FC35", "LUNG", "SHARP", "Y", "J70"]
-    excluded_description_patterns: list[str] = ["BONE", "LUNG", "CTA", "ANGIO", "CONTRAST", "C+", "SCOUT", "LOCALIZER", "MIP", "SAG", "COR", "DOSE"]
-    max_axial_tilt_deg: float = 1.0
+    # Regular expressions (case-insensitive, searched) on Convolution Kernel that mark
+    # bone, lung or sharp reconstructions: GE BONE/BONEPLUS/LUNG/DETAIL/EDGE, Siemens
+    # H/J/Hr/Br 60 and above, Canon FC30 and above, Philips YC/YD/E/D.
+    excluded_kernel_patterns: list[str] = [
+        "BONE", "LUNG", "SHARP", "DETAIL", "EDGE", "^[BHIJQ]r?[5-9][0-9]", "^FC[3-9][0-9]", "^(YC|YD|D|E)$",
+    ]
+    # Regular expressions on Series Description for series that are not a plain axial
+    # non-contrast head CT.
+    excluded_description_patterns: list[str] = [
+        "BONE", "LUNG", "CTA", "ANGIO", "CONTRAST", r"C\+", "POST", "PERF", "SCOUT", "TOPO",
+        "LOCALI[SZ]ER", "MIP", "SAG", "COR", "DOSE", "REPORT",
+    ]
+    # Largest angle between the image plane and the axial plane.
+    max_axial_tilt_deg: float = 30.0
+    # Body Part Examined values accepted when the attribute is present.
+    body_parts: list[str] = ["HEAD", "BRAIN", "SKULL"]
 
 
 class VolumeSettings(_Section):

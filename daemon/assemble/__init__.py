@@ -1,0 +1,1 @@
+"""Stage 2: decide when a series is complete and which series of a study to analyse."""

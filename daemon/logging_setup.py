@@ -1,0 +1,46 @@
+"""Operational logging: key=value (or JSON) lines to stderr and a rotating file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+from pathlib import Path
+
+from daemon.audit_log import configure_audit_log
+from daemon.config import LoggingSettings
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **({"exception": self.formatException(record.exc_info)} if record.exc_info else {}),
+        })
+
+
+def configure_logging(settings: LoggingSettings, log_dir: Path) -> None:
+    """Configure the root logger and the audit log under ``log_dir``."""
+    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    formatter: logging.Formatter = (
+        _JsonFormatter() if settings.json_format
+        else logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    console = logging.StreamHandler()
+    file_handler = logging.handlers.RotatingFileHandler(
+        log_dir / "hemex.log", maxBytes=20 * 1024 * 1024, backupCount=10, encoding="utf-8"
+    )
+    for handler in (console, file_handler):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(settings.level)
+    # pynetdicom logs every PDU at INFO; keep its association summaries only.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    configure_audit_log(log_dir)

@@ -1,0 +1,1 @@
+"""Stage 1: receive CT images over DICOM and spool them durably."""

@@ -1,0 +1,64 @@
+"""Series selection rules, on header-only datasets built in the test."""
+
+from pydicom.dataset import Dataset
+
+from daemon.assemble.series_selection import SeriesCandidate, select_series
+from daemon.config import SeriesSelectionSettings
+
+RULES = SeriesSelectionSettings()
+
+
+def _header(**overrides: object) -> Dataset:
+    ds = Dataset()
+    ds.Modality = "CT"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.ConvolutionKernel = "H30s"
+    ds.SeriesDescription = "Head NC"
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SliceThickness = 5.0
+    for key, value in overrides.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def test_thinnest_soft_tissue_axial_series_is_chosen_and_others_explained() -> None:
+    candidates = [
+        SeriesCandidate("1.1", 32, _header(SliceThickness=5.0)),
+        SeriesCandidate("1.2", 160, _header(SliceThickness=1.0)),
+        SeriesCandidate("1.3", 160, _header(SliceThickness=1.0, ConvolutionKernel="H70h")),
+        SeriesCandidate("1.4", 3, _header(ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"])),
+        SeriesCandidate("1.5", 160, _header(ImageOrientationPatient=[1, 0, 0, 0, 0, -1])),
+        SeriesCandidate("1.6", 160, _header(ContrastBolusAgent="Iomeron")),
+        SeriesCandidate("1.7", 160, _header(Modality="MR")),
+    ]
+    selection = select_series(candidates, RULES)
+    assert selection.chosen is not None and selection.chosen.series_uid == "1.2"
+    reasons = dict(selection.skipped)
+    assert set(reasons) == {"1.1", "1.3", "1.4", "1.5", "1.6", "1.7"}
+    assert "kernel" in reasons["1.3"]
+    assert "localizer" in reasons["1.4"]
+    assert "not axial" in reasons["1.5"]
+    assert "contrast" in reasons["1.6"]
+    assert "modality" in reasons["1.7"]
+    assert "thicker" in reasons["1.1"]
+
+
+def test_no_eligible_series_gives_reasons_for_all() -> None:
+    selection = select_series([SeriesCandidate("2.1", 5, _header())], RULES)
+    assert selection.chosen is None
+    assert "fewer than" in selection.skipped[0][1]
+
+
+def test_bone_description_and_thick_slices_are_skipped() -> None:
+    selection = select_series(
+        [
+            SeriesCandidate("3.1", 40, _header(SeriesDescription="Head BONE 1mm")),
+            SeriesCandidate("3.2", 40, _header(SliceThickness=8.0)),
+        ],
+        RULES,
+    )
+    assert selection.chosen is None
+    reasons = dict(selection.skipped)
+    assert "description" in reasons["3.1"]
+    assert "thickness" in reasons["3.2"]
