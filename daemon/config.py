@@ -182,7 +182,7 @@ class Hl7Settings(_Section):
 
     enabled: bool = True
     host: str = "0.0.0.0"
-    port: int = Field(2575, ge=1, le=65535)
+    port: int = Field(2575, ge=0, le=65535)  # 0 = any free port (tests); see MllpListener.port
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -197,6 +197,20 @@ class Hl7Settings(_Section):
     outbound_host: str | None = None
     outbound_port: int = 2575
     outbound_timeout_s: float = 15.0
+    # --- added for the MLLP listener, matching and ORU (issue 3 helper) ---
+    # A connection with no bytes for this long is closed (senders reconnect).
+    idle_timeout_s: float = Field(300.0, gt=0)
+    # Below this much free disk space messages are refused with AE (like DICOM A700).
+    min_free_disk_mb: int = 200
+    # MSH-3/4 of the ACKs and of the outbound ORU^R01, and MSH-5/6 of the ORU.
+    sending_application: str = "HEMEX"
+    sending_facility: str = ""
+    outbound_receiving_application: str = ""
+    outbound_receiving_facility: str = ""
+    # Require TLS on the outbound ORU connection, checked against this CA (None = plain MLLP).
+    outbound_tls_ca: Path | None = None
+    outbound_tls_cert: Path | None = None  # client certificate for mutual TLS
+    outbound_tls_key: Path | None = None
 
 
 class LoggingSettings(_Section):

@@ -100,6 +100,49 @@ CREATE TABLE IF NOT EXISTS alerts (
     created_at       REAL NOT NULL,
     PRIMARY KEY(study_uid, alert_key)
 );
+-- HL7 intake (daemon/clinical): each accepted message once per (sender, control id).
+CREATE TABLE IF NOT EXISTS hl7_messages (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender           TEXT NOT NULL,              -- MSH-3 ^ MSH-4
+    control_id       TEXT NOT NULL,              -- MSH-10
+    message_type     TEXT NOT NULL,              -- e.g. ORU^R01
+    version          TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    size_bytes       INTEGER NOT NULL,
+    received_at      REAL NOT NULL,
+    processed_at     REAL,                       -- NULL until applied to the clinical tables
+    process_error    TEXT,
+    UNIQUE(sender, control_id)
+);
+CREATE TABLE IF NOT EXISTS clinical_patients (
+    patient_key      INTEGER PRIMARY KEY AUTOINCREMENT,
+    birth_date       TEXT,                       -- ISO date from PID-7
+    sex              TEXT,                       -- M|F|O from PID-8
+    merged_into      INTEGER REFERENCES clinical_patients(patient_key),
+    updated_at       REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clinical_patient_ids (
+    patient_id       TEXT NOT NULL,              -- PID-3.1 (or MRG-1.1 of a merge)
+    issuer           TEXT NOT NULL DEFAULT '',   -- assigning authority namespace (CX-4.1)
+    issuer_universal TEXT NOT NULL DEFAULT '',   -- assigning authority universal id (CX-4.2)
+    patient_key      INTEGER NOT NULL REFERENCES clinical_patients(patient_key),
+    PRIMARY KEY(patient_id, issuer)
+);
+CREATE TABLE IF NOT EXISTS clinical_observations (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    patient_key      INTEGER NOT NULL REFERENCES clinical_patients(patient_key),
+    variable         TEXT NOT NULL,              -- a ClinicalVariables field name
+    value_num        REAL,                       -- in the ClinicalVariables unit; booleans 1/0
+    value_time       TEXT,                       -- ISO local time (onset_time)
+    unit             TEXT NOT NULL,              -- unit after conversion
+    observed_at      TEXT NOT NULL,              -- ISO local time
+    accession        TEXT,                       -- OBR-18 / ORC accession when present
+    source_code      TEXT NOT NULL,              -- e.g. LN:6301-6
+    message_id       INTEGER NOT NULL REFERENCES hl7_messages(id),
+    created_at       REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS clinical_obs_by_patient ON clinical_observations(patient_key, variable, observed_at);
+CREATE INDEX IF NOT EXISTS clinical_obs_by_accession ON clinical_observations(accession);
 """
 
 
