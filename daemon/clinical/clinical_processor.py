@@ -84,18 +84,35 @@ class ClinicalProcessor:
             try:
                 if message_id == _STOP:
                     return
-                applied = self.process(message_id)
-                if applied is not None and applied.patient_key is not None and self._on_clinical_update:
-                    self._on_clinical_update(applied.patient_key)
-            except Exception as exc:
-                # A message that cannot be applied must not stop the intake of the next
-                # ones; the error is kept durably on its row for `hemex` to show.
-                log.exception("hl7 message not applied message=%d error=%s", message_id, type(exc).__name__)
-                with self._db.transaction() as conn:
-                    conn.execute("UPDATE hl7_messages SET process_error = ?, processed_at = ? WHERE id = ?",
-                                 (f"{type(exc).__name__}: {exc}"[:500], time.time(), message_id))
+                applied = self._apply_or_record(message_id)
+                if applied is not None and applied.patient_key is not None:
+                    self._notify(applied.patient_key)
             finally:
                 self._queue.task_done()
+
+    def _apply_or_record(self, message_id: int) -> AppliedMessage | None:
+        try:
+            return self.process(message_id)
+        except Exception as exc:
+            # Boundary: a message that cannot be applied must not stop the intake of the
+            # next ones; the error is kept durably on its row (processed_at set,
+            # process_error named), not just logged.
+            log.exception("hl7 message not applied message=%d error=%s", message_id, type(exc).__name__)
+            with self._db.transaction() as conn:
+                conn.execute("UPDATE hl7_messages SET process_error = ?, processed_at = ? WHERE id = ?",
+                             (f"{type(exc).__name__}: {exc}"[:500], time.time(), message_id))
+            return None
+
+    def _notify(self, patient_key: int) -> None:
+        if self._on_clinical_update is None:
+            return
+        try:
+            self._on_clinical_update(patient_key)
+        except Exception:
+            # Boundary to the pipeline's callback. The early wake-up is an optimisation:
+            # the final report still runs when the configured wait ends, so a failing
+            # callback delays it but loses nothing.
+            log.exception("clinical update callback failed patient_key=%d", patient_key)
 
     def process(self, message_id: int) -> AppliedMessage | None:
         """Apply one stored message now (idempotent: skipped when already processed)."""

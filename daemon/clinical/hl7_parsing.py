@@ -47,11 +47,13 @@ CHARSETS: dict[str, str] = {
 class MessageRejected(Exception):
     """Raw bytes that get an AE or AR ACK; ``reason`` goes into MSA-3 and ERR."""
 
-    def __init__(self, ack_code: str, error_code: str, reason: str) -> None:
+    def __init__(self, ack_code: str, error_code: str, reason: str, log_reason: str | None = None) -> None:
         super().__init__(reason)
         self.ack_code = ack_code  # "AE" | "AR"
         self.error_code = error_code  # HL7 table 0357
         self.reason = reason
+        # What the node's own log may say: parser messages can quote message content.
+        self.log_reason = log_reason or reason
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,8 @@ def check_message(raw: bytes) -> CheckedMessage:
                                force_validation=False)
     except (HL7apyException, ValueError, IndexError, KeyError, AttributeError) as exc:
         # hl7apy raises several types for syntax errors; none of them is recoverable here.
-        raise MessageRejected("AE", "102", f"unparseable message: {type(exc).__name__}: {exc}"[:200]) from exc
+        raise MessageRejected("AE", "102", f"unparseable message: {type(exc).__name__}: {exc}"[:200],
+                              f"unparseable message: {type(exc).__name__}") from exc
     names = [segment.name for segment in parsed.children]
     needed = "MRG" if purpose == "merge" else None
     if "PID" not in names:

@@ -54,7 +54,7 @@ class AckOutcome:
     """What was answered to one frame (kept for logs and tests)."""
 
     ack_code: str
-    reason: str
+    reason: str  # free of message content, so it may be logged
     message_id: int | None
     duplicate: bool = False
 
@@ -156,13 +156,14 @@ class MllpListener:
         self._loop = loop
         asyncio.set_event_loop(loop)
         try:
-            self._server = loop.run_until_complete(start_hl7_server(
+            server: asyncio.Server = loop.run_until_complete(start_hl7_server(
                 self._accept, self._settings.host, self._settings.port,
                 # Room for the start byte: a payload of exactly max_message_bytes fits.
                 limit=self._settings.max_message_bytes + 1, ssl=context,
                 ssl_handshake_timeout=self._settings.idle_timeout_s if context else None,
             ))
-            self._port = int(self._server.sockets[0].getsockname()[1])
+            self._server = server
+            self._port = int(server.sockets[0].getsockname()[1])
         except (OSError, ssl.SSLError) as exc:
             self._start_error = exc
             self._ready.set()
@@ -278,7 +279,8 @@ class MllpListener:
         try:
             checked = check_message(frame)
         except MessageRejected as rejected:
-            return self._reject(frame, rejected.ack_code, rejected.error_code, rejected.reason)
+            return self._reject(frame, rejected.ack_code, rejected.error_code, rejected.reason,
+                                rejected.log_reason)
         try:
             stored = self._store.store(checked, frame)
         except StorageFullError as exc:
@@ -292,13 +294,14 @@ class MllpListener:
         outcome = AckOutcome("AA", "duplicate" if stored.duplicate else "", stored.message_id, stored.duplicate)
         return outcome, self._ack(checked.header, "AA", "")
 
-    def _reject(self, frame: bytes, code: str, error_code: str, reason: str) -> tuple[AckOutcome, bytes]:
+    def _reject(self, frame: bytes, code: str, error_code: str, reason: str,
+                log_reason: str | None = None) -> tuple[AckOutcome, bytes]:
         header: MessageHeader | None
         try:
             header = read_header(split_frame_text(frame))
         except MessageRejected:
             header = None
-        return AckOutcome(code, reason, None), self._ack(header, code, reason, error_code)
+        return AckOutcome(code, log_reason or reason, None), self._ack(header, code, reason, error_code)
 
     def _ack(self, header: MessageHeader | None, code: str, text: str, error_code: str = "") -> bytes:
         return build_ack(header, code, text, error_code, self._settings.sending_application,
