@@ -119,7 +119,8 @@ class ClinicalProcessor:
         rows = self._db.query("SELECT path, processed_at FROM hl7_messages WHERE id = ?", (message_id,))
         if not rows or rows[0]["processed_at"] is not None:
             return None
-        checked = check_message(Path(rows[0]["path"]).read_bytes())
+        # Parsed with hl7apy when it was received; the header and text checks run again.
+        checked = check_message(Path(rows[0]["path"]).read_bytes(), parse=False)
         content = extract_content(checked)
         with self._db.transaction() as conn:
             applied = apply_message(conn, message_id, checked.purpose, content, self._local_code_map)
