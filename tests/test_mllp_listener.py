@@ -5,6 +5,7 @@ Synthetic HL7 messages (made-up patients); a real MLLP client on a free port.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import ssl
 import subprocess
@@ -31,6 +32,7 @@ from tests.support.hl7_peers import (
     segment,
     start_intake,
 )
+from tests.support.peers import wait_until
 
 
 @pytest.fixture
@@ -228,3 +230,35 @@ def test_mutual_tls_accepts_a_client_certificate_and_refuses_none(tmp_path: Path
         running.processor.stop()
     assert msa(ack)[1:3] == ["AA", "TLS1"]
     assert [r["control_id"] for r in running.messages()] == ["TLS1"]
+
+
+def test_oversized_message_arriving_in_pieces_is_skipped_to_its_end(intake: Intake) -> None:
+    big = (VT + oru("BIG2", [obx(i, "8480-6", "120", "mm[Hg]") for i in range(1, 300)]).encode() + FS_CR)
+    with MllpClient(intake.port) as client:
+        client.send_raw(big[:6000])  # over the limit with no end block yet
+        assert not client.has_pending_data(0.3)
+        client.send_raw(big[6000:])
+        too_big = client.read_ack()
+        after = client.send(adt("NEXT"))
+    assert msa(too_big)[1:3] == ["AE", "BIG2"]
+    assert msa(after)[1:3] == ["AA", "NEXT"]
+
+
+def test_errors_in_pre_2_5_versions_go_in_err1(intake: Intake) -> None:
+    broken = msh("OLD1", "ORU^R01", version="2.3") + "\rPID|1||P1\rO B X|1\r"
+    with MllpClient(intake.port) as client:
+        ack = client.send(broken)
+    err = segment(ack, "ERR")
+    assert msa(ack)[1] == "AE" and err is not None and err.startswith("ERR|^^^102&")
+
+
+def test_parser_messages_stay_out_of_the_log(intake: Intake, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="daemon.clinical")
+    broken = msh("LOG1", "ORU^R01^ORU_R01") + "\r" + pid("SECRET-ID") + "\rS ECRET|1\r"
+    with MllpClient(intake.port) as client:
+        ack = client.send(broken)
+    # The sender gets the parser's words, which quote its message; the node's log does not.
+    assert msa(ack)[1] == "AE" and "Invalid name for Segment: S E" in msa(ack)[3]
+    wait_until(lambda: any("ack=AE" in r.getMessage() for r in caplog.records), timeout_s=5)
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "unparseable" in logged and "Segment: S E" not in logged and "SECRET" not in logged
