@@ -1,0 +1,138 @@
+"""The `hemex` console script. It only parses arguments and wires; each command's work
+lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from daemon import __version__
+from daemon.config import Settings, load_settings
+
+log = logging.getLogger("hemex")
+
+
+def _add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None,
+        help="TOML configuration file (default: embedded defaults; HEMEX_* variables override)",
+    )
+    parser.add_argument("--data-dir", type=Path, default=None, help="override data_dir")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {"data_dir": args.data_dir} if getattr(args, "data_dir", None) else {}
+    return load_settings(args.config, **overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from daemon.app import Node
+    from daemon.logging_setup import configure_logging
+
+    settings = _settings(args)
+    configure_logging(settings.logging, settings.log_dir)
+    log.info("hemex %s starting settings=%s", __version__, json.dumps(settings.redacted()))
+    node = Node(settings)
+    node.start()
+    node.wait_for_shutdown_signal()
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(json.dumps(settings.redacted(), indent=2))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from daemon.node_status import node_status
+
+    print(json.dumps(node_status(_settings(args)), indent=2))
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    from daemon.node_status import dead_letters
+
+    for item in dead_letters(_settings(args)):
+        print(json.dumps(item))
+    return 0
+
+
+def _retry_dead(args: argparse.Namespace) -> int:
+    from daemon.node_status import retry_dead_letters
+
+    count = retry_dead_letters(_settings(args), args.ids or None)
+    print(f"{count} item(s) queued for delivery again")
+    return 0
+
+
+def _echo(args: argparse.Namespace) -> int:
+    from daemon.deliver.dicom_sender import echo_destination
+
+    settings = _settings(args)
+    ok = echo_destination(settings, args.destination)
+    print(f"C-ECHO {args.destination}: {'success' if ok else 'FAILED'}")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hemex", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hemex {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the node (DICOM and HL7 listeners, analysis, delivery)")
+    _add_config_argument(serve)
+    serve.set_defaults(func=_serve)
+
+    check = commands.add_parser("check-config", help="validate the configuration and print it (secrets masked)")
+    _add_config_argument(check)
+    check.set_defaults(func=_check_config)
+
+    status = commands.add_parser("status", help="counts of studies, jobs and deliveries by state")
+    _add_config_argument(status)
+    status.set_defaults(func=_status)
+
+    dead = commands.add_parser("dead-letters", help="list deliveries that permanently failed")
+    _add_config_argument(dead)
+    dead.set_defaults(func=_dead_letters)
+
+    retry = commands.add_parser("retry-dead", help="queue dead-letter deliveries again")
+    _add_config_argument(retry)
+    retry.add_argument("ids", nargs="*", type=int, help="outbox ids (default: all)")
+    retry.set_defaults(func=_retry_dead)
+
+    echo = commands.add_parser("echo", help="C-ECHO a configured DICOM destination")
+    _add_config_argument(echo)
+    echo.add_argument("destination", help="destination name from [[destinations]]")
+    echo.set_defaults(func=_echo)
+
+    try:
+        from inference.training.cli import add_evaluate_parser, add_train_parser
+    except ImportError:  # training extras absent: the node still runs
+        pass
+    else:
+        add_train_parser(commands)
+        add_evaluate_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValidationError as exc:
+        print(f"hemex: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"hemex: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
