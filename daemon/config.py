@@ -121,6 +121,11 @@ class ReportSettings(_Section):
     station_name: str = "HEMEX"
     sr_series_number: int = 9701
     seg_series_number: int = 9702
+    # Check every SR/SEG with dicom3tools' dciodvfy (and SRs with pixelmed's
+    # DicomSRValidator) before it is sent; a tool that is not installed is skipped
+    # with a warning. Adds ~10 s of CPU per SR (a JVM start).
+    validate_with_dicom3tools: bool = True
+    validation_timeout_s: float = 120.0
 
 
 class DicomDestination(_Section):
