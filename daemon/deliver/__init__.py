@@ -1,0 +1,1 @@
+"""Outbound delivery: the persistent outbox and its channels (DICOM, HL7, webhook, e-mail)."""

@@ -1,0 +1,32 @@
+"""The outbox's channels, built from the configuration (names are the outbox's ``channel``)."""
+
+from __future__ import annotations
+
+from daemon.config import Settings
+from daemon.deliver.channel import DeliveryChannel, SingleItemChannel
+from daemon.deliver.dicom_sender import DicomStoreChannel
+from daemon.deliver.email_sender import EmailChannel
+from daemon.deliver.webhook_sender import WebhookChannel
+
+DICOM_CHANNEL = "dicom"
+HL7_CHANNEL = "hl7"
+WEBHOOK_CHANNEL = "webhook"
+EMAIL_CHANNEL = "email"
+
+
+def build_channels(settings: Settings) -> dict[str, DeliveryChannel | SingleItemChannel]:
+    """One channel per kind of delivery the configuration enables.
+
+    Items queued for a channel that is absent here become dead letters naming it, so a
+    configuration mistake is visible rather than retried for ever.
+    """
+    channels: dict[str, DeliveryChannel | SingleItemChannel] = {
+        DICOM_CHANNEL: DicomStoreChannel(settings.destinations),
+        WEBHOOK_CHANNEL: WebhookChannel(settings.alerts.webhooks),
+        EMAIL_CHANNEL: EmailChannel(settings.alerts.email),
+    }
+    if settings.hl7.enabled and settings.hl7.outbound_host:
+        from daemon.deliver.hl7_sender import Hl7MllpChannel
+
+        channels[HL7_CHANNEL] = Hl7MllpChannel.from_settings(settings.hl7)
+    return channels
