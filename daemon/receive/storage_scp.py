@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -73,6 +74,7 @@ def handle_store(event: Event, store: InstanceStore, settings: DicomListenerSett
         ds = event.dataset
         ds.file_meta = event.file_meta
         header = InstanceHeader.from_dataset(ds)
+        _check_native_pixel_length(ds)
     except InvalidInputError as exc:
         log.warning("c-store rejected calling_ae=%s reason=%s status=0xC000", calling_ae, exc)
         return STATUS_CANNOT_UNDERSTAND
@@ -105,6 +107,24 @@ def handle_store(event: Event, store: InstanceStore, settings: DicomListenerSett
         duplicate=outcome.duplicate,
     )
     return STATUS_SUCCESS
+
+
+def _check_native_pixel_length(ds: Dataset) -> None:
+    """InvalidInputError when uncompressed Pixel Data is shorter than its geometry says.
+
+    A dataset cut inside its Pixel Data element decodes without error (the short value is
+    taken as is), so without this a truncated transfer would be spooled and acknowledged.
+    """
+    if "PixelData" not in ds or ds.file_meta.TransferSyntaxUID.is_compressed:
+        return
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
+                    * int(ds.BitsAllocated) // 8 * frames)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise InvalidInputError("pixel data without usable Rows/Columns/BitsAllocated") from exc
+    if len(ds.PixelData) < expected:
+        raise InvalidInputError(f"pixel data truncated: {len(ds.PixelData)} of {expected} bytes")
 
 
 def handle_echo(event: Event) -> int:
