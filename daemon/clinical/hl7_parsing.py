@@ -140,6 +140,8 @@ def read_header(raw: bytes) -> MessageHeader:
     if not raw.startswith(b"MSH") or len(raw) < 8:
         raise MessageRejected("AE", "100", "message does not begin with an MSH segment")
     text = raw.split(b"\r", 1)[0].decode("latin-1")
+    if len(text) < 4:  # "MSH" then a segment break (found by bench/fuzz_parsers.py)
+        raise MessageRejected("AE", "100", "MSH segment without field separator")
     sep = text[3]
     fields = text.split(sep)
     # MSH-1 is the separator itself, so MSH-n is fields[n - 1].

@@ -7,9 +7,11 @@ happens later, elsewhere (STYLE.md practice 1).
 from __future__ import annotations
 
 import logging
+import struct
 from functools import partial
 
 from pydicom.dataset import Dataset
+from pydicom.errors import BytesLengthException
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -60,6 +62,14 @@ ACCEPTED_TRANSFER_SYNTAXES = [
     JPEGExtended12Bit,
 ]
 ACCEPTED_SOP_CLASSES = (CTImageStorage, EnhancedCTImageStorage)
+# What pydicom raises on damaged bytes when an element is first read. NotImplementedError
+# (unknown VR), struct.error (short numeric value) and BytesLengthException (odd length)
+# were found by bench/fuzz_parsers.py; uncaught they became pynetdicom's 0xC211 with a
+# traceback in the log instead of our 0xC000 with a reason.
+_DECODE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError, TypeError, KeyError, EOFError, OSError, AttributeError,
+    NotImplementedError, struct.error, BytesLengthException,
+)
 
 
 def handle_store(event: Event, store: InstanceStore, settings: DicomListenerSettings) -> int:
@@ -78,7 +88,7 @@ def handle_store(event: Event, store: InstanceStore, settings: DicomListenerSett
     except InvalidInputError as exc:
         log.warning("c-store rejected calling_ae=%s reason=%s status=0xC000", calling_ae, exc)
         return STATUS_CANNOT_UNDERSTAND
-    except (ValueError, TypeError, KeyError, EOFError, OSError, AttributeError) as exc:
+    except (*_DECODE_ERRORS,) as exc:
         log.warning("c-store undecodable calling_ae=%s error=%s status=0xC000", calling_ae, type(exc).__name__)
         return STATUS_CANNOT_UNDERSTAND
     if header.sop_class_uid != event.request.AffectedSOPClassUID or header.modality != "CT":

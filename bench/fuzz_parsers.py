@@ -1,0 +1,144 @@
+"""Bounded-time fuzzing of the DICOM header path, the HL7 parser and MLLP framing.
+
+Hypothesis generates mutations of valid synthetic seeds (byte flips, truncation,
+insertions) and plain random bytes. A failure is an exception a boundary does not
+convert (tests/support/fuzz_targets.py), or for MLLP a listener that stops answering
+a good message after a hostile byte stream. Crashing inputs are written to
+bench/fuzz_found/ to be kept as regression tests.
+
+Usage: .venv/bin/python -m bench.fuzz_parsers [--seconds 60] [--mllp-streams 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support.fuzz_targets import (
+    DICOM_EXPECTED, HL7_EXPECTED, dicom_header_target, dicom_seed, hl7_seeds, hl7_target,
+)
+from tests.support.hl7_peers import MllpClient, adt, msa, start_intake
+
+FOUND = Path(__file__).with_name("fuzz_found")
+
+
+def mutated(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
+    """Seeds with a few byte flips, an insertion and an optional truncation; or random bytes."""
+
+    @st.composite
+    def _mutate(draw: st.DrawFn) -> bytes:
+        data = bytearray(draw(st.sampled_from(seeds)))
+        for _ in range(draw(st.integers(0, 8))):
+            pos = draw(st.integers(0, len(data) - 1))
+            data[pos] = draw(st.integers(0, 255))
+        if draw(st.booleans()):
+            pos = draw(st.integers(0, len(data)))
+            data[pos:pos] = draw(st.binary(max_size=64))
+        if draw(st.booleans()):
+            data = data[: draw(st.integers(0, len(data)))]
+        return bytes(data)
+
+    return st.one_of(_mutate(), st.binary(max_size=512))
+
+
+def fuzz(name: str, target: Callable[[bytes], None], expected: tuple[type[BaseException], ...],
+         strategy: st.SearchStrategy[bytes], seconds: float) -> tuple[int, list[bytes]]:
+    """Run ``target`` on generated inputs for about ``seconds``; (cases, crashing inputs)."""
+    cases, crashes = 0, []
+    deadline = time.monotonic() + seconds
+
+    @settings(max_examples=500, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def run(data: bytes) -> None:
+        nonlocal cases
+        if time.monotonic() > deadline:
+            return
+        cases += 1
+        try:
+            target(data)
+        except expected:
+            pass
+        except Exception:  # noqa: BLE001 - the point of a fuzzer: record every unexpected type
+            crashes.append(data)
+            FOUND.mkdir(exist_ok=True)
+            (FOUND / f"{name}-{len(crashes)}.bin").write_bytes(data)
+            print(f"  {name} crash: {traceback.format_exc(limit=3).splitlines()[-1]}")
+
+    while time.monotonic() < deadline:
+        run()
+    return cases, crashes
+
+
+def fuzz_mllp(streams: int, seeds: list[bytes]) -> tuple[int, int]:
+    """Hostile byte streams at a real listener; after each, a good message must get AA."""
+    import random
+
+    rng = random.Random(5)
+    failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        intake = start_intake(Path(tmp), max_message_bytes=4096, idle_timeout_s=2.0)
+        try:
+            for i in range(streams):
+                parts = []
+                for _ in range(rng.randint(1, 4)):
+                    seed = bytearray(rng.choice(seeds))
+                    if rng.random() < 0.5:
+                        seed[rng.randrange(len(seed))] = rng.randrange(256)
+                    frame = b"\x0b" * rng.randint(0, 2) + bytes(seed) + rng.choice(
+                        [b"\x1c\x0d", b"\x1c", b"", b"\x0d", b"\x1c\x0d\x1c\x0d"])
+                    parts.append(frame if rng.random() < 0.8 else rng.randbytes(rng.randint(1, 6000)))
+                with socket.create_connection(("127.0.0.1", intake.port), timeout=5) as sock:
+                    try:
+                        sock.sendall(b"".join(parts))
+                        sock.shutdown(socket.SHUT_WR)
+                        while sock.recv(65536):
+                            pass
+                    except OSError:
+                        pass
+                with MllpClient(intake.port, timeout_s=10) as client:
+                    ack = client.send(adt(f"GOOD{i}"))
+                if msa(ack)[1] != "AA":
+                    failures += 1
+                    print(f"  mllp stream {i}: good message answered {msa(ack)[1]}")
+        finally:
+            intake.listener.stop()
+            intake.processor.stop()
+    return streams, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="per parser")
+    parser.add_argument("--mllp-streams", type=int, default=200)
+    args = parser.parse_args(argv)
+    logging.disable(logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        dicom = [dicom_seed(Path(tmp))]
+    hl7 = hl7_seeds()
+    total_failures = 0
+    for name, target, expected, seeds in (("dicom", dicom_header_target, DICOM_EXPECTED, dicom),
+                                          ("hl7", hl7_target, HL7_EXPECTED, hl7)):
+        start = time.monotonic()
+        cases, crashes = fuzz(name, target, expected, mutated(seeds), args.seconds)
+        elapsed = time.monotonic() - start
+        total_failures += len(crashes)
+        print(f"{name}: cases={cases} seconds={elapsed:.1f} rate={cases / elapsed:.0f}/s failures={len(crashes)}")
+    start = time.monotonic()
+    streams, failures = fuzz_mllp(args.mllp_streams, hl7)
+    total_failures += failures
+    print(f"mllp: streams={streams} seconds={time.monotonic() - start:.1f} failures={failures}")
+    return 1 if total_failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
