@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 from pathlib import Path
 
 from daemon.audit_log import configure_audit_log
@@ -22,6 +23,14 @@ class _JsonFormatter(logging.Formatter):
         })
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Log files readable by the owner only, including each file made at rotation."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        os.close(os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        return super()._open()
+
+
 def configure_logging(settings: LoggingSettings, log_dir: Path) -> None:
     """Configure the root logger and the audit log under ``log_dir``."""
     log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -33,7 +42,7 @@ def configure_logging(settings: LoggingSettings, log_dir: Path) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     console = logging.StreamHandler()
-    file_handler = logging.handlers.RotatingFileHandler(
+    file_handler = _PrivateRotatingFileHandler(
         log_dir / "hemex.log", maxBytes=20 * 1024 * 1024, backupCount=10, encoding="utf-8"
     )
     for handler in (console, file_handler):

@@ -12,8 +12,22 @@ from daemon.errors import StorageFullError
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) readable by the owner only."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create ``path`` (and any missing parents) readable by the owner only (0700).
+
+    ``Path.mkdir(parents=True, mode=...)`` applies the mode to the last folder only; the
+    parents it creates get the umask default (often 0755), so each is made here.
+    """
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # another thread made it between the check and the mkdir
+        os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask
     return path
 
 
@@ -30,7 +44,7 @@ def write_atomically(target: Path, data: bytes) -> None:
     StorageFullError
         When the disk (or quota) is full; nothing is left behind.
     """
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_dir(target.parent)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -7,11 +7,14 @@ Each thread gets its own connection (sqlite3 connections are not shared across t
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from daemon.state.atomic_files import ensure_private_dir
 
 SCHEMA_VERSION = 1
 
@@ -155,7 +158,10 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(self.path.parent)
+        # SQLite creates the file with the umask's mode and gives -wal/-shm the same
+        # mode as the database, so create it private first (PHI lives in it).
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._local = threading.local()
         conn = self.connection()
         conn.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")

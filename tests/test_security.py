@@ -1,0 +1,139 @@
+"""File permissions, secrets kept out of logs and check-config, PHI kept out of the log.
+
+Synthetic tiny CT slices with a made-up patient; real listener on loopback, real files.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.uid import generate_uid
+
+from daemon.audit_log import _audit_logger, configure_audit_log
+from daemon.cli import main
+from daemon.config import LoggingSettings, load_settings
+from daemon.logging_setup import configure_logging
+from daemon.state.atomic_files import ensure_private_dir, write_atomically
+from daemon.state.database import Database
+from tests.test_dicom_listener import _start, tiny_ct
+from tests.test_hostile_dicom import _send
+
+SMTP_SECRET = "smtp-pw-7f3a9c"
+WEBHOOK_SECRET = "wh-token-51d2e8"
+PATIENT_ID = "PHI-ID-99123"
+PATIENT_NAME = "Doe^Jane"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    audit_handlers = list(_audit_logger.handlers)
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    for handler in list(_audit_logger.handlers):
+        _audit_logger.removeHandler(handler)
+        handler.close()
+    for handler in audit_handlers:
+        _audit_logger.addHandler(handler)
+
+
+def test_data_dir_database_and_spool_are_private(tmp_path: Path) -> None:
+    data = ensure_private_dir(tmp_path / "a" / "data")
+    assert _mode(data) == 0o700
+    db = Database(data / "hemex.sqlite3")
+    with db.transaction() as conn:  # a write creates the WAL and shared-memory files
+        conn.execute("CREATE TABLE IF NOT EXISTS probe(x)")
+        conn.execute("INSERT INTO probe VALUES (1)")
+    for name in ("hemex.sqlite3", "hemex.sqlite3-wal", "hemex.sqlite3-shm"):
+        if (data / name).exists():
+            assert _mode(data / name) == 0o600, name
+    target = data / "spool" / "study" / "series" / "sop.dcm"
+    write_atomically(target, b"x")
+    assert _mode(target) == 0o600
+    for folder in (data / "spool", data / "spool" / "study", data / "spool" / "study" / "series"):
+        assert _mode(folder) == 0o700, folder
+
+
+def test_log_files_are_private(tmp_path: Path, restore_logging: None) -> None:
+    configure_logging(LoggingSettings(), tmp_path / "logs")
+    logging.getLogger("hemex.test").warning("probe")
+    assert _mode(tmp_path / "logs") == 0o700
+    assert _mode(tmp_path / "logs" / "hemex.log") == 0o600
+    assert _mode(tmp_path / "logs" / "audit.log") == 0o600
+
+
+def _config_with_secrets(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'data_dir = "{tmp_path / "data"}"\n'
+        "[alerts.email]\n"
+        f'password = "{SMTP_SECRET}"\n'
+        "[[alerts.webhooks]]\n"
+        'name = "oncall"\nurl = "http://127.0.0.1:9/hook"\n'
+        f'token = "{WEBHOOK_SECRET}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_check_config_masks_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--config", str(_config_with_secrets(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    assert "oncall" in out  # the config really was read
+    assert SMTP_SECRET not in out and WEBHOOK_SECRET not in out
+
+
+def test_start_up_log_masks_secrets(tmp_path: Path, restore_logging: None) -> None:
+    import json
+
+    settings = load_settings(_config_with_secrets(tmp_path))
+    assert settings.alerts.email.password is not None
+    assert settings.alerts.email.password.get_secret_value() == SMTP_SECRET
+    configure_logging(LoggingSettings(), tmp_path / "logs")
+    # What `hemex serve` logs at start-up (daemon/cli.py _serve).
+    logging.getLogger("daemon.cli").info("hemex starting settings=%s", json.dumps(settings.redacted()))
+    text = (tmp_path / "logs" / "hemex.log").read_text()
+    assert "starting settings=" in text
+    assert SMTP_SECRET not in text and WEBHOOK_SECRET not in text
+
+
+def test_operational_log_has_no_phi_and_audit_log_has_who_sent_what(
+    tmp_path: Path, restore_logging: None,
+) -> None:
+    configure_logging(LoggingSettings(level="DEBUG"), tmp_path / "logs")
+    running, server = _start(tmp_path)
+    try:
+        path = tiny_ct(tmp_path / "in/0.dcm", generate_uid(), generate_uid(), 0)
+        import pydicom
+
+        ds = pydicom.dcmread(path)
+        ds.PatientID, ds.PatientName = PATIENT_ID, PATIENT_NAME
+        assert _send(running.port, ds) == 0x0000
+        refused = pydicom.dcmread(path)
+        refused.PatientID, refused.Modality = PATIENT_ID, "MR"
+        refused.SOPInstanceUID = generate_uid()
+        assert _send(running.port, refused) == 0xA900  # the refusal is logged too
+    finally:
+        server.shutdown()  # type: ignore[attr-defined]
+    for handler in logging.getLogger().handlers + _audit_logger.handlers:
+        handler.flush()
+    log_text = (tmp_path / "logs" / "hemex.log").read_text()
+    assert "c-store rejected" in log_text
+    assert PATIENT_ID not in log_text and "Doe" not in log_text
+    audit_text = (tmp_path / "logs" / "audit.log").read_text()
+    assert "STORESCU" in audit_text and str(ds.SOPInstanceUID) in audit_text
+    assert PATIENT_ID not in audit_text
