@@ -218,6 +218,20 @@ class Hl7Settings(_Section):
     outbound_tls_key: Path | None = None
 
 
+class RetentionSettings(_Section):
+    """How long images and results are kept (issue 5; daemon/state/retention.py).
+
+    A study's files are purged only when every outbox item of the study is delivered and
+    no job of it is pending or running, however old they are.
+    """
+
+    enabled: bool = True
+    # Spool images, counted from the last instance received for the study.
+    images_days: float = Field(30.0, gt=0)
+    # SR/SEG result folders, counted from when the result was made.
+    results_days: float = Field(90.0, gt=0)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = False
@@ -246,6 +260,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     hl7: Hl7Settings = Hl7Settings()
     logging: LoggingSettings = LoggingSettings()
+    retention: RetentionSettings = RetentionSettings()  # issue 5
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,109 @@
+"""Retention: purge spool images and result folders after N days, never before delivery.
+
+A study qualifies when its files are older than the configured age, every outbox row of
+the study is 'delivered' (a pending or dead row keeps everything, since a resend needs
+the file) and no job of the study is pending or running. Database rows are kept, so a
+re-sent instance is still acknowledged as a duplicate and not analysed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daemon.config import Settings
+from daemon.state.database import Database
+from daemon.study_handle import study_handle
+
+log = logging.getLogger(__name__)
+
+_DAY_S = 86400.0
+
+
+@dataclass
+class PurgeReport:
+    """What one pass purged and what it kept back because delivery is unfinished."""
+
+    image_studies: list[str] = field(default_factory=list)  # study handles
+    result_folders: int = 0
+    bytes_freed: int = 0
+    kept_undelivered: list[str] = field(default_factory=list)  # study handles
+
+
+def _study_settled(db: Database, study_uid: str) -> bool:
+    """True when every outbox row of the study is delivered and no job is open."""
+    open_items = db.query(
+        "SELECT COUNT(*) FROM outbox WHERE study_uid = ? AND state != 'delivered'", (study_uid,))[0][0]
+    open_jobs = db.query(
+        "SELECT COUNT(*) FROM jobs WHERE key = ? AND state IN ('pending', 'running')", (study_uid,))[0][0]
+    return open_items == 0 and open_jobs == 0
+
+
+def _remove_tree(path: Path, inside: Path) -> int:
+    """Delete ``path`` (which must lie under ``inside``); the bytes it held."""
+    path, inside = path.resolve(), inside.resolve()
+    if inside not in path.parents:
+        raise ValueError(f"refusing to delete {path}: not under {inside}")
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    for parent in path.parents:  # folders the purge left empty, up to the root
+        if parent == inside or any(parent.iterdir()):
+            break
+        parent.rmdir()
+    return size
+
+
+def purge_expired(db: Database, settings: Settings, now: float | None = None) -> PurgeReport:
+    """Purge expired spool images and result folders of settled studies.
+
+    Parameters
+    ----------
+    db
+        The node's database.
+    settings
+        ``settings.retention`` gives the ages; ``spool_dir``/``results_dir`` the roots.
+    now
+        Epoch seconds (injected by tests); defaults to the current time.
+    """
+    report = PurgeReport()
+    retention = settings.retention
+    if not retention.enabled:
+        return report
+    now = time.time() if now is None else now
+    image_cutoff = now - retention.images_days * _DAY_S
+    for row in db.query("SELECT study_uid FROM studies WHERE updated_at < ?", (image_cutoff,)):
+        study_uid = row["study_uid"]
+        folder = settings.spool_dir / study_uid
+        if not folder.is_dir():
+            continue
+        if not _study_settled(db, study_uid):
+            report.kept_undelivered.append(study_handle(study_uid))
+            continue
+        report.bytes_freed += _remove_tree(folder, settings.spool_dir)
+        report.image_studies.append(study_handle(study_uid))
+    result_cutoff = now - retention.results_days * _DAY_S
+    for row in db.query("SELECT study_uid, sr_path, seg_path FROM results WHERE created_at < ?", (result_cutoff,)):
+        folder = Path(row["sr_path"]).parent
+        if not folder.is_dir() or folder.resolve() == settings.results_dir.resolve():
+            continue
+        if not _study_settled(db, row["study_uid"]):
+            handle = study_handle(row["study_uid"])
+            if handle not in report.kept_undelivered:
+                report.kept_undelivered.append(handle)
+            continue
+        report.bytes_freed += _remove_tree(folder, settings.results_dir)
+        report.result_folders += 1
+    if report.image_studies or report.result_folders or report.kept_undelivered:
+        log.info("retention purge image_studies=%d result_folders=%d bytes_freed=%d kept_undelivered=%s",
+                 len(report.image_studies), report.result_folders, report.bytes_freed,
+                 ",".join(report.kept_undelivered) or "-")
+    return report
+
+
+__all__ = ["PurgeReport", "purge_expired"]
