@@ -42,6 +42,11 @@ class DicomListenerSettings(_Section):
     min_free_disk_mb: int = 500
     # Largest single object accepted (bytes of the encoded dataset).
     max_instance_bytes: int = 512 * 1024 * 1024
+    # Optional DICOM TLS (issue 5): server certificate and key (PEM); with tls_client_ca
+    # set, callers must present a certificate signed by it (mutual TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
 
     @field_validator("ae_title")
     @classmethod

@@ -137,3 +137,95 @@ def test_operational_log_has_no_phi_and_audit_log_has_who_sent_what(
     audit_text = (tmp_path / "logs" / "audit.log").read_text()
     assert "STORESCU" in audit_text and str(ds.SOPInstanceUID) in audit_text
     assert PATIENT_ID not in audit_text
+
+
+# --- DICOM TLS ----------------------------------------------------------------------
+
+def _openssl(*args: str, cwd: Path) -> None:
+    import subprocess
+
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not installed")
+    d = tmp_path / "pki"
+    d.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-days", "2", "-extfile", "san.ext", "-out", f"{name}.pem", cwd=d)
+    return d
+
+
+def _tls_associate(port: int, pki: Path, client_cert: bool):  # type: ignore[no-untyped-def]
+    import ssl
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.pem"))
+    if client_cert:
+        context.load_cert_chain(pki / "client.pem", pki / "client.key")
+    ae = AE(ae_title="STORESCU")
+    ae.acse_timeout = ae.network_timeout = 10
+    ae.add_requested_context(Verification)
+    return ae.associate("127.0.0.1", port, ae_title="HEMEX", tls_args=(context, "127.0.0.1"))
+
+
+def test_dicom_mutual_tls_accepts_a_client_certificate_and_refuses_none(tmp_path: Path, pki: Path) -> None:
+    running, server = _start(tmp_path, tls_cert=pki / "server.pem", tls_key=pki / "server.key",
+                             tls_client_ca=pki / "ca.pem")
+    try:
+        assoc = _tls_associate(running.port, pki, client_cert=True)
+        assert assoc.is_established
+        assert int(assoc.send_c_echo().Status) == 0x0000
+        assoc.release()
+        refused = _tls_associate(running.port, pki, client_cert=False)
+        assert not refused.is_established
+        plain = _send_plain_echo(running.port)
+        assert not plain
+    finally:
+        server.shutdown()  # type: ignore[attr-defined]
+
+
+def test_dicom_server_tls_without_client_ca(tmp_path: Path, pki: Path) -> None:
+    running, server = _start(tmp_path, tls_cert=pki / "server.pem", tls_key=pki / "server.key")
+    try:
+        assoc = _tls_associate(running.port, pki, client_cert=False)
+        assert assoc.is_established
+        assoc.release()
+    finally:
+        server.shutdown()  # type: ignore[attr-defined]
+
+
+def test_dicom_tls_cert_without_key_is_a_configuration_error(tmp_path: Path, pki: Path) -> None:
+    from daemon.config import DicomListenerSettings
+    from daemon.errors import ConfigurationError
+    from daemon.receive.storage_scp import server_ssl_context
+
+    with pytest.raises(ConfigurationError):
+        server_ssl_context(DicomListenerSettings(tls_cert=pki / "server.pem"))
+
+
+def _send_plain_echo(port: int) -> bool:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title="STORESCU")
+    ae.acse_timeout = ae.network_timeout = 5
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="HEMEX")
+    established = assoc.is_established
+    if established:
+        assoc.release()
+    return established

@@ -7,6 +7,7 @@ happens later, elsewhere (STYLE.md practice 1).
 from __future__ import annotations
 
 import logging
+import ssl
 import struct
 from functools import partial
 
@@ -34,7 +35,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from daemon.audit_log import audit
 from daemon.config import DicomListenerSettings
-from daemon.errors import InvalidInputError, StorageFullError
+from daemon.errors import ConfigurationError, InvalidInputError, StorageFullError
 from daemon.receive.instance_store import InstanceHeader, InstanceStore
 from daemon.study_handle import study_handle
 
@@ -163,6 +164,29 @@ def build_application_entity(settings: DicomListenerSettings) -> AE:
     return ae
 
 
+def server_ssl_context(settings: DicomListenerSettings) -> ssl.SSLContext | None:
+    """The listener's TLS context, or None when ``tls_cert`` is not configured.
+
+    Raises
+    ------
+    ConfigurationError
+        A certificate without its key, or a client CA without a certificate.
+    """
+    if settings.tls_cert is None:
+        if settings.tls_client_ca is not None or settings.tls_key is not None:
+            raise ConfigurationError("dicom.tls_key/tls_client_ca need dicom.tls_cert")
+        return None
+    if settings.tls_key is None:
+        raise ConfigurationError("dicom.tls_cert needs dicom.tls_key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    if settings.tls_client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=settings.tls_client_ca)
+    return context
+
+
 def start_listener(settings: DicomListenerSettings, store: InstanceStore) -> ThreadedAssociationServer:
     """Start the SCP in background threads; returns the server (``.shutdown()`` stops it)."""
     ae = build_application_entity(settings)
@@ -172,7 +196,10 @@ def start_listener(settings: DicomListenerSettings, store: InstanceStore) -> Thr
         (evt.EVT_ACCEPTED, _log_association),
         (evt.EVT_REJECTED, _log_association),
     ]
-    server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers)
-    log.info("dicom listener ae_title=%s port=%d allowed_calling_ae=%s", settings.ae_title,
-             server.server_address[1], ",".join(settings.allowed_calling_ae_titles))
+    context = server_ssl_context(settings)
+    server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers,
+                             ssl_context=context)
+    tls = "off" if context is None else ("mutual" if settings.tls_client_ca else "server")
+    log.info("dicom listener ae_title=%s port=%d tls=%s allowed_calling_ae=%s", settings.ae_title,
+             server.server_address[1], tls, ",".join(settings.allowed_calling_ae_titles))
     return server
