@@ -26,7 +26,9 @@ def ensure_private_dir(path: Path) -> Path:
         try:
             folder.mkdir(mode=0o700)
         except FileExistsError:
-            pass  # another thread made it between the check and the mkdir
+            if not folder.is_dir():
+                raise
+            continue  # another thread made it between the check and the mkdir
         os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask
     return path
 
