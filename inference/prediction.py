@@ -35,5 +35,6 @@ class ExpansionPredictor(Protocol):
 
     def predict(
         self, volume: CTVolume, mask: HematomaMask, clinical: ClinicalVariables
-    ) -> ExpansionPrediction:
+    ) -> ExpansionPrediction | None:
+        """None when no configured model can run (variables missing, no image-only model)."""
         ...

@@ -1,0 +1,207 @@
+"""A site's training data: a CSV manifest of NIfTI CTs, masks, clinical variables, labels.
+
+Manifest columns (paths relative to the CSV's folder)::
+
+    case_id, ct, mask, [label], [baseline_volume_ml, followup_volume_ml],
+    anticoagulant_use, systolic_bp_mmhg, diastolic_bp_mmhg, pt_inr, hours_onset_to_ct
+
+``label`` is 1 for hematoma expansion, 0 otherwise. Without it, the label derives from
+the baseline and follow-up volumes: growth > 6 mL or > 33 % of baseline. The masks are
+of the intraparenchymal hematoma only (intraventricular blood excluded, study A).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from tqdm import tqdm
+
+from daemon.errors import InvalidInputError
+from inference.clinical_variables import ClinicalVariables
+from inference.ct_volume import CTVolume
+from inference.masking.base import HematomaMask
+from inference.model_card import BINARY_VARIABLES, Standardisation
+from inference.tanioka_models import CLINICAL_VARIABLES
+from inference.tanioka_preprocessing import TaniokaGeometry, hematoma_image
+
+# Hematoma expansion: absolute growth > 6 mL or relative growth > 33 % (SEEDS.md).
+EXPANSION_ABSOLUTE_ML = 6.0
+EXPANSION_RELATIVE = 0.33
+_TRUE = {"1", "true", "yes", "y"}
+_FALSE = {"0", "false", "no", "n"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One patient of the manifest."""
+
+    case_id: str
+    ct_path: Path
+    mask_path: Path
+    label: int
+    clinical: ClinicalVariables
+
+
+def expansion_label(baseline_ml: float, followup_ml: float) -> int:
+    """1 when follow-up minus baseline > 6 mL or > 33 % of baseline, else 0."""
+    growth = followup_ml - baseline_ml
+    relative = growth / baseline_ml if baseline_ml > 0 else math.inf if growth > 0 else 0.0
+    return int(growth > EXPANSION_ABSOLUTE_ML or relative > EXPANSION_RELATIVE)
+
+
+def _bool(value: str, where: str) -> bool | None:
+    v = value.strip().lower()
+    if not v:
+        return None
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise InvalidInputError(f"{where}: expected yes/no or 1/0, got {value!r}")
+
+
+def _float(value: str, where: str) -> float | None:
+    if not value.strip():
+        return None
+    try:
+        out = float(value)
+    except ValueError as exc:
+        raise InvalidInputError(f"{where}: not a number: {value!r}") from exc
+    if not math.isfinite(out):
+        raise InvalidInputError(f"{where}: not finite: {value!r}")
+    return out
+
+
+def _label(row: dict[str, str], where: str) -> int:
+    if (row.get("label") or "").strip():
+        flag = _bool(row["label"], f"{where} label")
+        return int(bool(flag))
+    base = _float(row.get("baseline_volume_ml") or "", f"{where} baseline_volume_ml")
+    follow = _float(row.get("followup_volume_ml") or "", f"{where} followup_volume_ml")
+    if base is None or follow is None:
+        raise InvalidInputError(f"{where}: needs a label or both baseline and follow-up volumes")
+    return expansion_label(base, follow)
+
+
+def load_manifest(csv_path: Path) -> list[Case]:
+    """Read and check the manifest; InvalidInputError names the first bad row."""
+    csv_path = Path(csv_path)
+    root = csv_path.parent
+    cases: list[Case] = []
+    with csv_path.open(newline="", encoding="utf-8") as fh:
+        for n, row in enumerate(csv.DictReader(fh), start=2):
+            where = f"{csv_path.name} line {n}"
+            for column in ("case_id", "ct", "mask"):
+                if not (row.get(column) or "").strip():
+                    raise InvalidInputError(f"{where}: '{column}' is empty")
+            values: dict[str, object] = {}
+            for name in CLINICAL_VARIABLES:
+                raw = row.get(name) or ""
+                values[name] = (_bool(raw, f"{where} {name}") if name in BINARY_VARIABLES
+                                else _float(raw, f"{where} {name}"))
+            cases.append(Case(case_id=row["case_id"].strip(), ct_path=root / row["ct"].strip(),
+                              mask_path=root / row["mask"].strip(), label=_label(row, where),
+                              clinical=ClinicalVariables(**values)))  # type: ignore[arg-type]
+    if not cases:
+        raise InvalidInputError(f"{csv_path.name}: no cases")
+    return cases
+
+
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def load_nifti_volume(path: Path) -> CTVolume:
+    """A NIfTI CT (i, j, k) as a CTVolume (slice = k, row = j, column = i), in HU."""
+    img: Any = nib.load(str(path))
+    data = np.asarray(img.dataobj, dtype=np.float32)  # applies scl_slope/inter
+    if data.ndim != 3:
+        raise InvalidInputError(f"{path.name}: expected a 3-D CT, got shape {data.shape}")
+    ras = img.affine
+    lps = _RAS_TO_LPS @ ras
+    affine = lps[:, [2, 1, 0, 3]]  # voxel order (k, j, i)
+    zooms = img.header.get_zooms()[:3]
+    n = data.shape[2]
+    return CTVolume(hu=np.ascontiguousarray(np.transpose(data, (2, 1, 0))), affine_lps=affine,
+                    spacing_mm=(float(zooms[2]), float(zooms[1]), float(zooms[0])),
+                    sop_instance_uids=tuple(f"nifti-{path.name}-{k}" for k in range(n)),
+                    series_instance_uid=f"nifti-{path.name}", study_instance_uid=f"nifti-{path.name}")
+
+
+def load_nifti_mask(path: Path, volume: CTVolume) -> HematomaMask:
+    """A NIfTI mask (non-zero = hematoma) on ``volume``'s grid."""
+    loaded: Any = nib.load(str(path))
+    data = np.asarray(loaded.dataobj)
+    mask = np.transpose(data, (2, 1, 0)) > 0
+    if mask.shape != volume.hu.shape:
+        raise InvalidInputError(f"{path.name}: mask shape {mask.shape} != CT {volume.hu.shape}")
+    return HematomaMask(mask=np.ascontiguousarray(mask), method_name="manifest mask",
+                        method_version="n/a")
+
+
+def prepare_images(cases: list[Case], geometry: TaniokaGeometry, cache_dir: Path) -> list[Path]:
+    """Preprocess each case once into ``cache_dir/<case_id>.npy`` (H, W, slices, 1)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = (f"{geometry.out_px}x{geometry.n_slices}-{geometry.pixel_mm:g}-{geometry.slice_mm:g}"
+           f"-o{geometry.interpolation_order}")
+    paths = []
+    for case in tqdm(cases, desc="preprocessing", unit="case"):
+        out = cache_dir / f"{case.case_id}-{key}.npy"
+        if not out.exists():
+            volume = load_nifti_volume(case.ct_path)
+            image = hematoma_image(volume, load_nifti_mask(case.mask_path, volume), geometry)
+            tmp = out.with_name(".tmp-" + out.name)
+            np.save(tmp, image)
+            tmp.replace(out)
+        paths.append(out)
+    return paths
+
+
+def fit_standardisation(cases: list[Case]) -> dict[str, Standardisation]:
+    """Mean and SD (ddof 0, as scikit-learn's StandardScaler) of each continuous variable."""
+    scalers = {}
+    for name in CLINICAL_VARIABLES:
+        if name in BINARY_VARIABLES:
+            continue
+        values = np.array([getattr(c.clinical, name) for c in cases
+                           if getattr(c.clinical, name) is not None], dtype=np.float64)
+        if values.size == 0:
+            raise InvalidInputError(f"no values of {name} in the training cases")
+        sd = float(values.std())
+        scalers[name] = Standardisation(mean=float(values.mean()), sd=sd if sd > 0 else 1.0)
+    return scalers
+
+
+def clinical_matrix(cases: list[Case], scalers: dict[str, Standardisation]) -> np.ndarray:
+    """(n, 5) float32 in the model's order; InvalidInputError if a value is missing."""
+    rows = []
+    for case in cases:
+        missing = case.clinical.missing(CLINICAL_VARIABLES)
+        if missing:
+            raise InvalidInputError(f"case {case.case_id}: missing {', '.join(missing)} "
+                                    "(the multimodal model needs all five)")
+        rows.append([1.0 if case.clinical.anticoagulant_use else 0.0]
+                    + [scalers[n].apply(float(getattr(case.clinical, n)))
+                       for n in CLINICAL_VARIABLES[1:]])
+    return np.asarray(rows, dtype=np.float32)
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split keeping the expansion rate in both parts; (train_idx, val_idx)."""
+    rng = np.random.default_rng(seed)
+    train: list[int] = []
+    val: list[int] = []
+    for cls in (0, 1):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        n_val = round(len(idx) * val_fraction)
+        if len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        val.extend(int(i) for i in idx[:n_val])
+        train.extend(int(i) for i in idx[n_val:])
+    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))

@@ -1,0 +1,150 @@
+"""Tanioka 2024 preprocessing on synthetic phantoms with known answers (no patient data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from daemon.errors import UnsupportedSeriesError
+from inference.ct_volume import CTVolume
+from inference.masking.base import HematomaMask
+from inference.tanioka_preprocessing import (
+    PUBLISHED_GEOMETRY,
+    TaniokaGeometry,
+    _zoom,
+    geometry_for_shape,
+    preprocess_case,
+    window_hu,
+)
+
+
+def phantom(hu: np.ndarray, spacing: tuple[float, float, float], superior_up: bool = True) -> CTVolume:
+    """Axial phantom; slice index grows superior (LPS +z) when ``superior_up``."""
+    s, r, c = spacing
+    affine = np.eye(4)
+    affine[:3, 0] = (0, 0, s if superior_up else -s)
+    affine[:3, 1] = (0, r, 0)
+    affine[:3, 2] = (c, 0, 0)
+    n = hu.shape[0]
+    return CTVolume(hu=hu.astype(np.float32), affine_lps=affine, spacing_mm=spacing,
+                    sop_instance_uids=tuple(f"1.2.3.{i}" for i in range(n)),
+                    series_instance_uid="1.2.3", study_instance_uid="1.2")
+
+
+def full_mask(volume: CTVolume) -> HematomaMask:
+    return HematomaMask(mask=np.ones(volume.hu.shape, bool), method_name="test", method_version="0")
+
+
+# Zoom factors of exactly 1: geometry steps reduce to layout, slice choice and rotation.
+IDENTITY = TaniokaGeometry(slice_mm=2.0, n_slices=10, pixel_mm=1.0, canvas_px=8, out_px=8)
+
+
+def test_window_sets_outside_to_zero_and_scales_by_100() -> None:
+    hu = np.array([-1000, -1, 0, 50, 100, 101, 1500], dtype=np.float32)
+    assert np.allclose(window_hu(hu), [0, 0, 0, 0.5, 1.0, 0, 0])
+
+
+def test_display_orientation_after_the_published_rotation() -> None:
+    hu = np.zeros((10, 8, 8))
+    hu[:, 2, 5] = 60  # row 2, column 5 on every slice
+    out = preprocess_case(phantom(hu, (2.0, 1.0, 1.0)), full_mask(phantom(hu, (2.0, 1.0, 1.0))), IDENTITY)
+    assert out.ct.shape == (8, 8, 10)
+    assert np.argwhere(out.ct[:, :, 0] > 0).tolist() == [[2, 5]]
+    assert out.ct[2, 5, 0] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("superior_up", [True, False])
+def test_keeps_80_slices_from_the_most_cranial(superior_up: bool) -> None:
+    n = 100
+    # HU equal to the distance (in slices) from the vertex: 0 at the top of the head.
+    from_vertex = np.arange(n)[::-1] if superior_up else np.arange(n)
+    hu = np.broadcast_to(from_vertex[:, None, None], (n, 4, 4)).astype(np.float32)
+    geo = TaniokaGeometry(slice_mm=2.0, n_slices=80, pixel_mm=1.0, canvas_px=4, out_px=4)
+    vol = phantom(hu, (2.0, 1.0, 1.0), superior_up)
+    out = preprocess_case(vol, full_mask(vol), geo)
+    assert out.ct.shape == (4, 4, 80)
+    # Slice k of the output is k slices below the vertex; 80 onward dropped.
+    assert np.allclose(out.ct[1, 1, :], np.arange(80) / 100.0, atol=1e-6)
+
+
+def test_fewer_slices_are_padded_caudally_with_zeros() -> None:
+    hu = np.full((30, 4, 4), 40.0)
+    geo = TaniokaGeometry(slice_mm=2.0, n_slices=80, pixel_mm=1.0, canvas_px=4, out_px=4)
+    vol = phantom(hu, (2.0, 1.0, 1.0))
+    out = preprocess_case(vol, full_mask(vol), geo)
+    assert np.allclose(out.ct[:, :, :30], 0.4)
+    assert not out.ct[:, :, 30:].any() and not out.mask[:, :, 30:].any()
+
+
+def test_reslices_1mm_slices_to_2mm() -> None:
+    n = 40  # 40 slices of 1 mm -> 20 slices (scipy zoom keeps both end slices)
+    hu = np.broadcast_to(np.arange(n)[::-1, None, None] * 2.0, (n, 4, 4)).astype(np.float32)
+    geo = TaniokaGeometry(slice_mm=2.0, n_slices=30, pixel_mm=1.0, canvas_px=4, out_px=4)
+    vol = phantom(hu, (1.0, 1.0, 1.0))
+    out = preprocess_case(vol, full_mask(vol), geo)
+    # Output slice k samples the source at k * 39/19 mm below the vertex; 2 HU per mm; /100.
+    expected = np.arange(20) * (39 / 19) * 2.0 / 100.0
+    assert np.allclose(out.ct[0, 0, :20], expected, atol=1e-5)
+    assert not out.ct[:, :, 20:].any()
+
+
+def test_inplane_resample_pad_and_resize_keep_physical_size() -> None:
+    # 64 x 64 at 0.25 mm (16 mm field) with an 8 mm square in the middle.
+    hu = np.zeros((4, 64, 64))
+    hu[:, 16:48, 16:48] = 70
+    mask = np.zeros(hu.shape, bool)
+    mask[:, 16:48, 16:48] = True
+    vol = phantom(hu, (2.0, 0.25, 0.25))
+    # 0.5 mm grid -> 32 px, padded to a 64 px canvas (32 mm), resized to 32 px (1 mm each).
+    geo = TaniokaGeometry(slice_mm=2.0, n_slices=4, pixel_mm=0.5, canvas_px=64, out_px=32)
+    out = preprocess_case(vol, HematomaMask(mask, "test", "0"), geo)
+    assert out.mask.shape == (32, 32, 4)
+    side = np.sqrt(out.mask[:, :, 1].sum())
+    assert 8 <= side <= 10  # 8 mm square on 1 mm pixels, +1 px per edge from the 0.2 cut
+    rows, cols = np.nonzero(out.mask[:, :, 1])
+    assert abs(rows.mean() - 15.5) <= 1 and abs(cols.mean() - 15.5) <= 1  # centred
+    assert out.ct[16, 16, 1] == pytest.approx(0.7, abs=1e-3)
+
+
+def test_mask_rebinarised_at_0_2_after_zoom() -> None:
+    # Linear zoom of [0, 1] to 8 samples gives 0, 1/7, 2/7, ...: only 1/7 < 0.2 and 0 drop.
+    x = np.zeros((1, 1, 2), np.float32)
+    x[..., 1] = 1
+    out = _zoom(x, (1, 1, 4), order=1, binary=True, threshold=0.2)
+    assert out.reshape(-1).tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
+
+
+def test_hematoma_image_is_ct_times_mask_in_unit_range() -> None:
+    rng = np.random.default_rng(0)
+    hu = rng.uniform(-200, 300, (10, 8, 8))
+    mask = np.zeros(hu.shape, bool)
+    mask[3:6, 2:5, 2:6] = True
+    vol = phantom(hu, (2.0, 1.0, 1.0))
+    case = preprocess_case(vol, HematomaMask(mask, "test", "0"), IDENTITY)
+    img = case.hematoma_image
+    assert img.shape == (8, 8, 10, 1) and img.dtype == np.float32
+    assert set(np.unique(case.mask)) <= {0.0, 1.0}
+    assert img.min() >= 0 and img.max() <= 1
+    assert np.array_equal(img[..., 0], case.ct * case.mask)
+    assert case.mask.sum() == mask.sum()  # identity geometry keeps the mask exactly
+
+
+def test_published_geometry_output_shape() -> None:
+    assert geometry_for_shape((256, 256, 80, 1)) == PUBLISHED_GEOMETRY
+    hu = np.full((40, 64, 64), 50.0)
+    vol = phantom(hu, (5.0, 4.0, 4.0))  # 256 mm field, 200 mm of 5 mm slices
+    img = preprocess_case(vol, full_mask(vol)).hematoma_image
+    assert img.shape == PUBLISHED_GEOMETRY.output_shape == (256, 256, 80, 1)
+    assert np.allclose(img[128, 128, :], 0.5)
+
+
+def test_non_axial_series_is_refused() -> None:
+    hu = np.zeros((4, 4, 4))
+    vol = phantom(hu, (2.0, 1.0, 1.0))
+    affine = vol.affine_lps.copy()
+    affine[:3, 0] = (2.0, 0, 0)  # slices along left-right: sagittal
+    sagittal = CTVolume(hu=vol.hu, affine_lps=affine, spacing_mm=vol.spacing_mm,
+                        sop_instance_uids=vol.sop_instance_uids, series_instance_uid="1",
+                        study_instance_uid="2")
+    with pytest.raises(UnsupportedSeriesError):
+        preprocess_case(sagittal, full_mask(sagittal), IDENTITY)

@@ -1,0 +1,86 @@
+"""Weights round trip through HDF5 and .keras with their model card (tiny synthetic model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.errors import ModelError
+from inference.model_card import load_model_card
+from inference.weights import _load_into_built, load_model_with_card
+from tests.support.tiny_expansion_model import TINY_SHAPE, save_tiny, tiny_card, tiny_spec
+
+
+def _inputs() -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    return [rng.random((2, *TINY_SHAPE), dtype=np.float32), rng.normal(size=(2, 5)).astype(np.float32)]
+
+
+@pytest.mark.parametrize("name", ["model.h5", "model.keras", "model.weights.h5"])
+def test_round_trip_gives_identical_predictions(tmp_path: Path, name: str) -> None:
+    original = save_tiny(tmp_path / name)
+    loaded = load_model_with_card(tmp_path / name)
+    x = _inputs()
+    assert np.array_equal(np.asarray(original.predict_on_batch(x)), np.asarray(loaded.model.predict_on_batch(x)))
+    assert loaded.card == tiny_card(tiny_spec())
+    assert loaded.card.standardisation["pt_inr"].sd == 0.3
+    assert (tmp_path / f"{name}.card.json").is_file()
+
+
+def test_full_model_hdf5_also_loads_by_topology_into_card_graph(tmp_path: Path) -> None:
+    """The fallback for Keras 2 full-model files Keras 3 cannot rebuild (the authors' format)."""
+    original = save_tiny(tmp_path / "authors_style.h5")
+    rebuilt = _load_into_built(tmp_path / "authors_style.h5", tiny_card(tiny_spec()))
+    x = _inputs()
+    assert np.array_equal(np.asarray(original.predict_on_batch(x)), np.asarray(rebuilt.predict_on_batch(x)))
+
+
+def test_missing_card_is_a_model_error(tmp_path: Path) -> None:
+    save_tiny(tmp_path / "m.keras")
+    (tmp_path / "m.keras.card.json").unlink()
+    with pytest.raises(ModelError, match="no model card"):
+        load_model_with_card(tmp_path / "m.keras")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"clinically_validated": "yes"}, "clinically_validated"),
+    ({"origin": ""}, "origin"),
+    ({"standardisation": {}}, "no standardisation"),
+    ({"clinical_variables": ["pt_inr"]}, "clinical_variables"),
+    ({"graph": {"colour": 1}}, "unknown keys"),
+])
+def test_invalid_card_is_a_model_error(tmp_path: Path, change: dict, message: str) -> None:
+    save_tiny(tmp_path / "m.keras")
+    card_path = tmp_path / "m.keras.card.json"
+    card = json.loads(card_path.read_text())
+    card.update(change)
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=message):
+        load_model_card(tmp_path / "m.keras")
+
+
+def test_toml_card_is_read(tmp_path: Path) -> None:
+    save_tiny(tmp_path / "m.keras")
+    raw = json.loads((tmp_path / "m.keras.card.json").read_text())
+    (tmp_path / "m.keras.card.json").unlink()
+    lines = [f"{k} = {json.dumps(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    lines.append("[validation]")
+    lines.append("[graph]")
+    lines += [f"{k} = {json.dumps(v)}" for k, v in raw["graph"].items()]
+    for name, s in raw["standardisation"].items():
+        lines += [f"[standardisation.{name}]", f"mean = {s['mean']}", f"sd = {s['sd']}"]
+    (tmp_path / "m.keras.card.toml").write_text("\n".join(lines) + "\n")
+    assert load_model_card(tmp_path / "m.keras") == tiny_card(tiny_spec())
+
+
+def test_weights_not_matching_their_card_are_refused(tmp_path: Path) -> None:
+    save_tiny(tmp_path / "m.keras", architecture="cnn_model2")
+    card_path = tmp_path / "m.keras.card.json"
+    card = json.loads(card_path.read_text())
+    card["input_shape"] = [32, 32, 16, 1]
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="do not match its card"):
+        load_model_with_card(tmp_path / "m.keras")
