@@ -25,6 +25,9 @@ class CTVolume:
         SOP Instance UID of the image behind each slice, in slice order.
     series_instance_uid, study_instance_uid:
         The source series and study.
+    source_frames:
+        1-based frame number of each slice in its source instance (all 1 for single-frame
+        CT images; the frame order of a multi-frame Enhanced CT image). Empty = all 1.
     """
 
     hu: np.ndarray
@@ -33,12 +36,15 @@ class CTVolume:
     sop_instance_uids: tuple[str, ...]
     series_instance_uid: str
     study_instance_uid: str
+    source_frames: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.hu.ndim != 3:
             raise ValueError(f"a CT volume is 3-D, got shape {self.hu.shape}")
         if len(self.sop_instance_uids) != self.hu.shape[0]:
             raise ValueError("one SOP Instance UID per slice is required")
+        if self.source_frames and len(self.source_frames) != self.hu.shape[0]:
+            raise ValueError("one source frame number per slice is required")
         if self.affine_lps.shape != (4, 4):
             raise ValueError("affine_lps must be 4x4")
         if min(self.spacing_mm) <= 0:

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from daemon.cli import main as hemex_main
+from inference.nifti_io import load_nifti_volume
 from inference.training.augment import augment_image, oversample_indices
-from inference.training.dataset import expansion_label, load_manifest, load_nifti_volume
+from inference.training.dataset import expansion_label, load_manifest
 from inference.training.metrics import binary_metrics, roc_auc, wilson_interval
 from inference.training.train import TrainConfig, train
 from inference.weights import load_model_with_card

@@ -16,17 +16,14 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
 from daemon.errors import InvalidInputError
 from inference.clinical_variables import ClinicalVariables
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask
 from inference.model_card import BINARY_VARIABLES, Standardisation
+from inference.nifti_io import load_nifti_mask, load_nifti_volume
 from inference.tanioka_models import CLINICAL_VARIABLES
 from inference.tanioka_preprocessing import TaniokaGeometry, hematoma_image
 
@@ -111,37 +108,6 @@ def load_manifest(csv_path: Path) -> list[Case]:
     if not cases:
         raise InvalidInputError(f"{csv_path.name}: no cases")
     return cases
-
-
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def load_nifti_volume(path: Path) -> CTVolume:
-    """A NIfTI CT (i, j, k) as a CTVolume (slice = k, row = j, column = i), in HU."""
-    img: Any = nib.load(str(path))
-    data = np.asarray(img.dataobj, dtype=np.float32)  # applies scl_slope/inter
-    if data.ndim != 3:
-        raise InvalidInputError(f"{path.name}: expected a 3-D CT, got shape {data.shape}")
-    ras = img.affine
-    lps = _RAS_TO_LPS @ ras
-    affine = lps[:, [2, 1, 0, 3]]  # voxel order (k, j, i)
-    zooms = img.header.get_zooms()[:3]
-    n = data.shape[2]
-    return CTVolume(hu=np.ascontiguousarray(np.transpose(data, (2, 1, 0))), affine_lps=affine,
-                    spacing_mm=(float(zooms[2]), float(zooms[1]), float(zooms[0])),
-                    sop_instance_uids=tuple(f"nifti-{path.name}-{k}" for k in range(n)),
-                    series_instance_uid=f"nifti-{path.name}", study_instance_uid=f"nifti-{path.name}")
-
-
-def load_nifti_mask(path: Path, volume: CTVolume) -> HematomaMask:
-    """A NIfTI mask (non-zero = hematoma) on ``volume``'s grid."""
-    loaded: Any = nib.load(str(path))
-    data = np.asarray(loaded.dataobj)
-    mask = np.transpose(data, (2, 1, 0)) > 0
-    if mask.shape != volume.hu.shape:
-        raise InvalidInputError(f"{path.name}: mask shape {mask.shape} != CT {volume.hu.shape}")
-    return HematomaMask(mask=np.ascontiguousarray(mask), method_name="manifest mask",
-                        method_version="n/a")
 
 
 def prepare_images(cases: list[Case], geometry: TaniokaGeometry, cache_dir: Path) -> list[Path]:

@@ -1,0 +1,82 @@
+"""The NIfTI side of a CTVolume (nibabel): masks written next to each result, and the
+NIfTI CTs and masks of a site's training data read in.
+
+A CTVolume is indexed (slice, row, column) in DICOM LPS; NIfTI is (i, j, k) in RAS. So
+i = column, j = row, k = slice, and the affine's x and y flip sign.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from daemon.errors import InvalidInputError
+from inference.ct_volume import CTVolume
+from inference.masking.base import HematomaMask
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
+_SLICE_ROW_COLUMN_TO_IJK = [2, 1, 0, 3]          # affine column order, also its own inverse
+
+
+def nifti_affine(volume: CTVolume) -> np.ndarray:
+    """The RAS affine of ``volume`` for an (i=column, j=row, k=slice) array."""
+    return _LPS_TO_RAS @ volume.affine_lps[:, _SLICE_ROW_COLUMN_TO_IJK]
+
+
+def volume_to_nifti(volume: CTVolume) -> nib.Nifti1Image:
+    """The CT in HU as an int16 NIfTI image with the volume's geometry."""
+    data = np.clip(np.rint(volume.hu), -32768, 32767).astype(np.int16).transpose(2, 1, 0)
+    image = nib.Nifti1Image(data, nifti_affine(volume))
+    image.header.set_xyzt_units("mm")
+    return image
+
+
+def mask_to_nifti(volume: CTVolume, mask: HematomaMask) -> nib.Nifti1Image:
+    """The hematoma mask (1 = hematoma) as a uint8 NIfTI image on the CT's grid."""
+    if mask.mask.shape != volume.hu.shape:
+        raise ValueError(f"mask shape {mask.mask.shape} differs from volume shape {volume.hu.shape}")
+    image = nib.Nifti1Image(mask.mask.astype(np.uint8).transpose(2, 1, 0), nifti_affine(volume))
+    image.header.set_xyzt_units("mm")
+    image.header["descrip"] = f"{mask.method_name} {mask.method_version}"[:79].encode("ascii", "replace")
+    return image
+
+
+def load_nifti_volume(path: Path) -> CTVolume:
+    """A NIfTI CT (i, j, k) in HU as a CTVolume (slice = k, row = j, column = i).
+
+    Raises
+    ------
+    InvalidInputError
+        When the file is not a 3-D image.
+    """
+    img: Any = nib.load(str(path))
+    data = np.asarray(img.dataobj, dtype=np.float32)  # applies scl_slope/inter
+    if data.ndim != 3:
+        raise InvalidInputError(f"{Path(path).name}: expected a 3-D CT, got shape {data.shape}")
+    affine = (_LPS_TO_RAS @ img.affine)[:, _SLICE_ROW_COLUMN_TO_IJK]
+    zooms = img.header.get_zooms()[:3]
+    name = Path(path).name
+    return CTVolume(hu=np.ascontiguousarray(np.transpose(data, (2, 1, 0))), affine_lps=affine,
+                    spacing_mm=(float(zooms[2]), float(zooms[1]), float(zooms[0])),
+                    sop_instance_uids=tuple(f"nifti-{name}-{k}" for k in range(data.shape[2])),
+                    series_instance_uid=f"nifti-{name}", study_instance_uid=f"nifti-{name}")
+
+
+def load_nifti_mask(path: Path, volume: CTVolume, method_name: str = "manifest mask",
+                    method_version: str = "n/a") -> HematomaMask:
+    """A NIfTI mask (non-zero = hematoma) on ``volume``'s grid.
+
+    Raises
+    ------
+    InvalidInputError
+        When its shape is not the volume's.
+    """
+    loaded: Any = nib.load(str(path))
+    mask = np.transpose(np.asarray(loaded.dataobj), (2, 1, 0)) > 0
+    if mask.shape != volume.hu.shape:
+        raise InvalidInputError(f"{Path(path).name}: mask shape {mask.shape} != CT {volume.hu.shape}")
+    return HematomaMask(mask=np.ascontiguousarray(mask), method_name=method_name,
+                        method_version=method_version)
