@@ -77,9 +77,9 @@ class SeriesSelectionSettings(_Section):
         "BONE", "LUNG", "SHARP", "DETAIL", "EDGE", "^[BHIJQ]r?[5-9][0-9]", "^FC[3-9][0-9]", "^(YC|YD|D|E)$",
     ]
     # Regular expressions on Series Description for series that are not a plain axial
-    # non-contrast head CT.
+    # non-contrast head CT ("CONTRAST" only when not preceded by NON, NO, W/O, WITHOUT).
     excluded_description_patterns: list[str] = [
-        "BONE", "LUNG", "CTA", "ANGIO", "CONTRAST", r"C\+", "POST", "PERF", "SCOUT", "TOPO",
+        "BONE", "LUNG", "CTA", "ANGIO", "(?<!NON)(?<!NON[- ])(?<!NO )(?<!W/O )(?<!WITHOUT )CONTRAST", r"C\+", "POST", "PERF", "SCOUT", "TOPO",
         "LOCALI[SZ]ER", "MIP", "SAG", "COR", "DOSE", "REPORT",
     ]
     # Largest angle between the image plane and the axial plane.
@@ -98,11 +98,29 @@ class VolumeSettings(_Section):
 class MaskingSettings(_Section):
     """Which hematoma masking method runs, and its parameters."""
 
-    method: str = "threshold"
-    # Threshold method (training-free): acute blood HU range and clean-up.
+    method: Literal["threshold"] = "threshold"
+    # Threshold method (training-free, inference/masking/threshold.py, docs/masking.md).
+    # Acute clotted blood lies at about 50-90 HU; grey matter at 35-45 HU.
     blood_hu_min: float = 50.0
     blood_hu_max: float = 90.0
-    min_component_ml: float = 0.5
+    # Voxels up to rim_voxels from a kept hematoma join it when their unsmoothed HU is in
+    # the blood range (the rim that smoothing blurred with surrounding oedema).
+    rim_voxels: int = Field(1, ge=0)
+    # Blood components smaller than this are noise.
+    min_component_ml: float = Field(0.5, ge=0)
+    # Gaussian smoothing before thresholding (noise would push grey matter into the range).
+    smoothing_sigma_mm: float = Field(0.8, ge=0)
+    # Bone: above this HU. The intracranial space is the soft tissue it encloses.
+    bone_hu: float = 250.0
+    # Opening radius that cuts scalp and neck off the brain where they meet through
+    # skull openings.
+    opening_mm: float = Field(4.0, gt=0)
+    # Band along the inner skull surface left out (partial volume of bone, beam hardening).
+    brain_margin_mm: float = Field(3.0, ge=0)
+    # A component with more than extra_axial_fraction of its voxels within
+    # extra_axial_band_mm of the skull is extra-axial blood, not intraparenchymal.
+    extra_axial_band_mm: float = Field(8.0, ge=0)
+    extra_axial_fraction: float = Field(0.5, gt=0, le=1)
 
 
 class PredictionSettings(_Section):
@@ -314,9 +332,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise FileNotFoundError(f"configuration file not found: {config_file}")
     if config_file is None:
         return Settings(**overrides)
+    toml_file = Path(config_file)
 
     class _SettingsFromFile(Settings):
-        model_config = SettingsConfigDict(toml_file=Path(config_file))
+        model_config = SettingsConfigDict(toml_file=toml_file)
 
     return _SettingsFromFile(**overrides)
 

@@ -93,7 +93,7 @@ def _mask(empty: bool = False) -> HematomaMask:
     mask = np.zeros((SLICES, ROWS, COLUMNS), bool)
     if not empty:
         mask[4:7, 20:30, 30:40] = True
-    return HematomaMask(mask=mask, method_name="threshold", method_version="1.0.0")
+    return HematomaMask(mask=mask, method_name="threshold", method_version="1.0.0", learned=False)
 
 
 def _headers_shuffled(images: list[Dataset]) -> list[Dataset]:
@@ -440,3 +440,11 @@ def test_sr_without_seg_uses_measurement_groups_without_roi(built):
     sr = build_measurement_report(built["final"], built["headers"], None, SETTINGS)
     assert sr_numeric_values(sr)["Volume"] == pytest.approx(1.5)
     assert not [i for i in walk_content(sr) if i.ValueType == "IMAGE"]
+
+
+def test_learned_masking_methods_are_named_artificial_intelligence() -> None:
+    images = _ct_series()
+    mask = replace(_mask(), method_name="blast-ct", learned=True)
+    seg = build_segmentation(images, _volume(images), mask, SETTINGS, "0.1.0")
+    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmFamilyCodeSequence[0].CodeMeaning == "Artificial Intelligence"

@@ -26,16 +26,9 @@ SEGMENT_NUMBER = 1
 SEGMENT_LABEL = "Intraparenchymal hemorrhage"
 MANUFACTURER_MODEL_NAME = "hemex"
 
-# Masking methods that involve no learned weights (CID 7162 "Morphological Operations");
-# every other method is reported as "Artificial Intelligence".
-TRAINING_FREE_METHOD_PREFIXES = ("threshold",)
-
-
-def algorithm_family(method_name: str) -> Code:
-    """The CID 7162 algorithm family of a masking method."""
-    if method_name.lower().startswith(TRAINING_FREE_METHOD_PREFIXES):
-        return codes.FAMILY_MORPHOLOGICAL_OPERATIONS
-    return codes.FAMILY_ARTIFICIAL_INTELLIGENCE
+def algorithm_family(mask: HematomaMask) -> Code:
+    """The CID 7162 algorithm family of the method that made ``mask``."""
+    return codes.FAMILY_ARTIFICIAL_INTELLIGENCE if mask.learned else codes.FAMILY_MORPHOLOGICAL_OPERATIONS
 
 
 def order_source_images(source_images: Sequence[Dataset], volume: CTVolume) -> list[Dataset]:
@@ -114,7 +107,7 @@ def build_segmentation(
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name=mask.method_name,
-            family=algorithm_family(mask.method_name),
+            family=algorithm_family(mask),
             version=mask.method_version,
         ),
         tracking_id="Intraparenchymal hematoma",

@@ -16,13 +16,16 @@ class HematomaMask:
 
     ``mask`` is a boolean array of the volume's shape. ``intraventricular`` is an
     optional boolean mask of intraventricular blood (not counted in the hematoma volume)
-    when the method can separate it; None when it cannot.
+    when the method can separate it; None when it cannot. ``learned`` is False only for
+    methods with no trained weights (the SEG then names the algorithm family
+    "Morphological Operations" rather than "Artificial Intelligence").
     """
 
     mask: np.ndarray
     method_name: str
     method_version: str
     intraventricular: np.ndarray | None = None
+    learned: bool = True
 
     def __post_init__(self) -> None:
         if self.mask.dtype != np.bool_:
