@@ -62,3 +62,14 @@ def test_bone_description_and_thick_slices_are_skipped() -> None:
     reasons = dict(selection.skipped)
     assert "description" in reasons["3.1"]
     assert "thickness" in reasons["3.2"]
+
+
+def test_non_contrast_descriptions_are_not_taken_for_contrast() -> None:
+    for description in ("HEAD NON-CONTRAST 2.5mm", "CT HEAD W/O CONTRAST", "Head NON CONTRAST",
+                        "HEAD WITHOUT CONTRAST", "NONCONTRAST HEAD"):
+        selection = select_series([SeriesCandidate("1.1", 40, _header(SeriesDescription=description))], RULES)
+        assert selection.chosen is not None, description
+    for description in ("CT HEAD WITH CONTRAST", "HEAD C+ 1mm", "CONTRAST HEAD"):
+        selection = select_series([SeriesCandidate("1.1", 40, _header(SeriesDescription=description))], RULES)
+        assert selection.chosen is None, description
+        assert "description" in selection.skipped[0][1]

@@ -14,7 +14,8 @@ from pydicom.multival import MultiValue
 
 from daemon.config import SeriesSelectionSettings
 
-CT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"}
+# CT Image, Enhanced CT Image, Legacy Converted Enhanced CT Image Storage
+CT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,6 @@ def select_series(candidates: Sequence[SeriesCandidate], rules: SeriesSelectionS
     eligible.sort(key=lambda c: (_slice_thickness(c.header) or 99.0, -c.slice_count))
     chosen = eligible[0]
     for other in eligible[1:]:
-        skipped.append((other.series_uid, f"thicker or fewer slices than the chosen series "
-                        f"({_slice_thickness(other.header)} mm, {other.slice_count} slices)"))
+        skipped.append((other.series_uid, (f"thicker or fewer slices than the chosen series "
+                        f"({_slice_thickness(other.header)} mm, {other.slice_count} slices)")))
     return SeriesSelection(chosen, tuple(skipped))

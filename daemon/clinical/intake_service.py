@@ -15,6 +15,7 @@ from daemon.clinical.mllp_server import MllpListener
 from daemon.clinical.observation_mapping import validate_local_code_map
 from daemon.clinical.patient_matching import clinical_variables_for_study
 from daemon.config import Settings
+from daemon.deliver.outbox import Outbox
 from daemon.report.oru_builder import ORU_FILE_NAME, build_oru_r01, oru_control_id
 from daemon.state.atomic_files import write_atomically
 from daemon.state.database import Database
@@ -110,7 +111,7 @@ class ClinicalIntake:
             complete[study_uid] = not variables.missing(PREDICTOR_VARIABLES)
         self._on_studies_updated(study_uids, complete)
 
-    def result_writer(self, outbox: object) -> Callable[[StudyAnalysis, Path], None]:
+    def result_writer(self, outbox: Outbox) -> Callable[[StudyAnalysis, Path], None]:
         """``Hl7ResultWriter``: write the ORU^R01 into the result folder and queue it."""
 
         def write(analysis: StudyAnalysis, folder: Path) -> None:
@@ -119,7 +120,7 @@ class ClinicalIntake:
             message = build_oru_r01(analysis, self._settings.hl7)
             path = folder / ORU_FILE_NAME
             write_atomically(path, message)
-            outbox.enqueue(HL7_CHANNEL, HL7_DESTINATION, oru_control_id(message), path,  # type: ignore[attr-defined]
+            outbox.enqueue(HL7_CHANNEL, HL7_DESTINATION, oru_control_id(message), path,
                            analysis.identity.study_uid)
 
         return write

@@ -105,8 +105,8 @@ class DicomStoreChannel:
             raise DeliveryError(f"association with {destination} ({target.ae_title}@{target.host}:{target.port})"
                                 f" {why}")
         try:
-            for index, ds in datasets.items():
-                outcomes[index] = self._store(assoc, destination, ds)
+            for index, dataset in datasets.items():
+                outcomes[index] = self._store(assoc, destination, dataset)
         finally:
             if assoc.is_established:
                 assoc.release()

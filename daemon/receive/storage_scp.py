@@ -14,23 +14,26 @@ from functools import partial
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException
 from pydicom.uid import (
+    JPEG2000,
+    UID,
+    CTImageStorage,
     DeflatedExplicitVRLittleEndian,
+    EnhancedCTImageStorage,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
-    JPEGLosslessSV1,
     JPEGLossless,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
+    LegacyConvertedEnhancedCTImageStorage,
     RLELossless,
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.events import Event
-from pynetdicom.sop_class import CTImageStorage, EnhancedCTImageStorage, Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from daemon.audit_log import audit
@@ -62,7 +65,8 @@ ACCEPTED_TRANSFER_SYNTAXES = [
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
 ]
-ACCEPTED_SOP_CLASSES = (CTImageStorage, EnhancedCTImageStorage)
+ACCEPTED_SOP_CLASSES = (CTImageStorage, EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage)
+VERIFICATION_SOP_CLASS = UID("1.2.840.10008.1.1")
 # What pydicom raises on damaged bytes when an element is first read. NotImplementedError
 # (unknown VR), struct.error (short numeric value) and BytesLengthException (odd length)
 # were found by bench/fuzz_parsers.py; uncaught they became pynetdicom's 0xC211 with a
@@ -160,7 +164,7 @@ def build_application_entity(settings: DicomListenerSettings) -> AE:
     ae.maximum_associations = 16
     for sop_class in ACCEPTED_SOP_CLASSES:
         ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)
-    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(VERIFICATION_SOP_CLASS, ALL_TRANSFER_SYNTAXES)
     return ae
 
 
@@ -190,7 +194,7 @@ def server_ssl_context(settings: DicomListenerSettings) -> ssl.SSLContext | None
 def start_listener(settings: DicomListenerSettings, store: InstanceStore) -> ThreadedAssociationServer:
     """Start the SCP in background threads; returns the server (``.shutdown()`` stops it)."""
     ae = build_application_entity(settings)
-    handlers = [
+    handlers: list[evt.EventHandlerType] = [
         (evt.EVT_C_STORE, partial(handle_store, store=store, settings=settings)),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_ACCEPTED, _log_association),
@@ -199,6 +203,7 @@ def start_listener(settings: DicomListenerSettings, store: InstanceStore) -> Thr
     context = server_ssl_context(settings)
     server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers,
                              ssl_context=context)
+    assert server is not None  # block=False always returns the server
     tls = "off" if context is None else ("mutual" if settings.tls_client_ca else "server")
     log.info("dicom listener ae_title=%s port=%d tls=%s allowed_calling_ae=%s", settings.ae_title,
              server.server_address[1], tls, ",".join(settings.allowed_calling_ae_titles))

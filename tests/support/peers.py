@@ -102,8 +102,8 @@ def start_orthanc(workdir: Path, ae_title: str = "ORTHANC", dicom_port: int | No
     }
     config_path = workdir / "orthanc.json"
     config_path.write_text(json.dumps(config))
-    log = open(workdir / "orthanc.log", "wb")
-    process = subprocess.Popen([ORTHANC_BINARY, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
+    with open(workdir / "orthanc.log", "wb") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen([ORTHANC_BINARY, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
     orthanc = Orthanc(process, dicom_port, http_port, ae_title, workdir)
     try:
         wait_until(lambda: port_open(http_port) and port_open(dicom_port), timeout_s=60)

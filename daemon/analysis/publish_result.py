@@ -1,0 +1,118 @@
+"""Stage 5: turn an analysed study into SEG + SR files, a result row, queued deliveries
+and (when a rule fires) a queued alert — all durable before the job is marked done."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from daemon.alert.dispatch import queue_alert
+from daemon.analysis.analyse_study import AnalysedStudy, results_folder, summary_of
+from daemon.analysis.study_analysis import StudyAnalysis
+from daemon.audit_log import audit
+from daemon.config import Settings
+from daemon.deliver.outbox import Outbox
+from daemon.report.seg_builder import build_segmentation
+from daemon.report.sr_builder import build_measurement_report
+from daemon.report.validation import validate_report_objects, write_dataset
+from daemon.state.atomic_files import write_atomically
+from daemon.state.database import Database
+from inference.nifti_io import mask_to_nifti
+
+log = logging.getLogger(__name__)
+
+# Writes the outbound HL7 ORU for a result into its folder and queues it (daemon/clinical).
+Hl7ResultWriter = Callable[[StudyAnalysis, Path], None]
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    result_id: int
+    folder: Path
+    sr_sop_uid: str
+    seg_sop_uid: str | None
+
+
+class ResultPublisher:
+    def __init__(self, settings: Settings, db: Database, outbox: Outbox,
+                 hl7_result_writer: Hl7ResultWriter | None = None) -> None:
+        self._settings = settings
+        self._db = db
+        self._outbox = outbox
+        self._hl7_result_writer = hl7_result_writer
+
+    def publish(self, analysed: AnalysedStudy, predecessor_sr: Dataset | None = None,
+                reuse_segmentation: Dataset | None = None) -> PublishedResult:
+        """Build, validate and store the report objects; queue deliveries and alert."""
+        analysis = analysed.analysis
+        settings = self._settings
+        start = time.perf_counter()
+        if reuse_segmentation is not None:
+            segmentation = reuse_segmentation
+        else:
+            segmentation = build_segmentation(analysed.source_images, analysed.volume, analysed.mask,
+                                              settings.report, analysis.software_version)
+        sr = build_measurement_report(analysis, analysed.source_images, segmentation, settings.report,
+                                      predecessor_sr=predecessor_sr)
+        objects = [sr] if reuse_segmentation is not None else [sr, segmentation]
+        if settings.report.validate_with_dicom3tools:
+            validate_report_objects(objects)
+        build_seconds = time.perf_counter() - start
+
+        folder = results_folder(settings.results_dir, analysis.identity.handle, analysis.completion)
+        sr_path = folder / "sr.dcm"
+        write_dataset(sr, sr_path)
+        seg_path = folder / "seg.dcm"
+        if reuse_segmentation is None:
+            write_dataset(segmentation, seg_path)
+            write_atomically(folder / "mask.nii.gz",
+                             mask_to_nifti(analysed.volume, analysed.mask).to_bytes())
+        summary = summary_of(analysed)
+        summary["stage_seconds"]["report"] = round(build_seconds, 4)
+        write_atomically(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+
+        with self._db.transaction() as conn:
+            result_id = conn.execute(
+                "INSERT INTO results(study_uid, status, sr_sop_uid, seg_sop_uid, sr_path, seg_path,"
+                " risk_category, summary_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (analysis.identity.study_uid, analysis.completion, str(sr.SOPInstanceUID),
+                 str(segmentation.SOPInstanceUID), str(sr_path), str(seg_path),
+                 analysis.risk_category, json.dumps(summary, default=str), time.time()),
+            ).lastrowid
+            conn.execute("UPDATE studies SET state = 'analysed', updated_at = ? WHERE study_uid = ?",
+                         (time.time(), analysis.identity.study_uid))
+        assert result_id is not None
+        for destination in settings.destinations:
+            if reuse_segmentation is None:
+                self._outbox.enqueue("dicom", destination.name, str(segmentation.SOPInstanceUID),
+                                     seg_path, analysis.identity.study_uid)
+            self._outbox.enqueue("dicom", destination.name, str(sr.SOPInstanceUID), sr_path,
+                                 analysis.identity.study_uid)
+        if self._hl7_result_writer is not None:
+            self._hl7_result_writer(analysis, folder)
+        queue_alert(self._db, self._outbox, analysis, settings.alerts, settings.results_dir)
+        audit("result-created", study_uid=analysis.identity.study_uid, completion=analysis.completion,
+              sr_sop_instance_uid=str(sr.SOPInstanceUID),
+              destinations=[d.name for d in settings.destinations])
+        log.info("result stored study=%s completion=%s result=%d", analysis.identity.handle,
+                 analysis.completion, result_id)
+        return PublishedResult(result_id, folder, str(sr.SOPInstanceUID), str(segmentation.SOPInstanceUID))
+
+
+def latest_result(db: Database, study_uid: str) -> tuple[Dataset, Dataset | None, str] | None:
+    """The newest result's SR and SEG datasets and its status, or None."""
+    rows = db.query("SELECT sr_path, seg_path, status FROM results WHERE study_uid = ? ORDER BY id DESC"
+                    " LIMIT 1", (study_uid,))
+    if not rows:
+        return None
+    seg_path = rows[0]["seg_path"]
+    seg = pydicom.dcmread(seg_path) if seg_path and Path(seg_path).exists() else None
+    return pydicom.dcmread(rows[0]["sr_path"]), seg, rows[0]["status"]
+

@@ -1,0 +1,61 @@
+"""The two job kinds of a study: the first analysis, and the final report after the
+clinical variables arrived (or the wait for them ran out)."""
+
+from __future__ import annotations
+
+import logging
+
+from daemon.analysis.analyse_study import StudyAnalyser
+from daemon.analysis.job_runner import JobHandler
+from daemon.analysis.publish_result import ResultPublisher, latest_result
+from daemon.analysis.risk import PREDICTOR_VARIABLES
+from daemon.assemble.series_tracker import ANALYSE_STUDY
+from daemon.config import Settings
+from daemon.state.database import Database
+from daemon.state.job_queue import JobQueue
+from daemon.study_handle import study_handle
+
+log = logging.getLogger(__name__)
+
+FINALISE_STUDY = "finalise_study"
+
+
+class StudyJobs:
+    def __init__(self, settings: Settings, db: Database, jobs: JobQueue,
+                 analyser: StudyAnalyser, publisher: ResultPublisher) -> None:
+        self._settings = settings
+        self._db = db
+        self._jobs = jobs
+        self._analyser = analyser
+        self._publisher = publisher
+
+    def handlers(self) -> dict[str, JobHandler]:
+        return {ANALYSE_STUDY: self.analyse_study, FINALISE_STUDY: self.finalise_study}
+
+    def analyse_study(self, study_uid: str) -> None:
+        """First report: PARTIAL (preliminary) when clinical variables are still missing."""
+        analysed = self._analyser.analyse(study_uid)
+        self._publisher.publish(analysed)
+        if analysed.analysis.completion == "PARTIAL":
+            self._jobs.enqueue(FINALISE_STUDY, study_uid, delay_s=self._settings.hl7.wait_for_clinical_s)
+
+    def finalise_study(self, study_uid: str) -> None:
+        """Final report (COMPLETE) that references the preliminary one and reuses its SEG."""
+        previous = latest_result(self._db, study_uid)
+        if previous is None or previous[2] == "COMPLETE":
+            log.info("finalise skipped study=%s reason=%s", study_handle(study_uid),
+                     "no preliminary result" if previous is None else "already final")
+            return
+        preliminary_sr, preliminary_seg, _ = previous
+        analysed = self._analyser.analyse(study_uid, completion_requested="COMPLETE")
+        self._publisher.publish(analysed, predecessor_sr=preliminary_sr, reuse_segmentation=preliminary_seg)
+
+    def clinical_data_arrived(self, study_uids: list[str], variables_complete: dict[str, bool]) -> None:
+        """New clinical data for these studies: finalise now those that waited and are complete."""
+        for study_uid in study_uids:
+            previous = self._db.query(
+                "SELECT status FROM results WHERE study_uid = ? ORDER BY id DESC LIMIT 1", (study_uid,))
+            if previous and previous[0]["status"] == "PARTIAL" and variables_complete.get(study_uid):
+                log.info("clinical variables complete study=%s: finalising now (%s)",
+                         study_handle(study_uid), ",".join(PREDICTOR_VARIABLES))
+                self._jobs.enqueue(FINALISE_STUDY, study_uid, delay_s=0)

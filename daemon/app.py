@@ -1,0 +1,110 @@
+"""Wires the stages into one running node. No stage logic here."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from pynetdicom.transport import ThreadedAssociationServer
+
+from daemon.analysis.analyse_study import StudyAnalyser
+from daemon.analysis.job_runner import JobRunner
+from daemon.analysis.publish_result import ResultPublisher
+from daemon.analysis.study_jobs import StudyJobs
+from daemon.assemble.series_tracker import SeriesTracker
+from daemon.clinical.intake_service import ClinicalIntake
+from daemon.config import Settings
+from daemon.deliver.channels import build_channels
+from daemon.deliver.outbox import Outbox
+from daemon.receive.instance_store import InstanceStore
+from daemon.receive.storage_scp import start_listener
+from daemon.state.atomic_files import ensure_private_dir
+from daemon.state.database import Database
+from daemon.state.job_queue import JobQueue
+from inference.masking.registry import create_masker
+from inference.prediction import ExpansionPredictor
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """The running daemon: listeners, scheduler, job worker and outbox."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        for folder in (settings.data_dir, settings.spool_dir, settings.results_dir, settings.log_dir):
+            ensure_private_dir(folder)
+        self.db = Database(settings.database_path)
+        self.jobs = JobQueue(self.db)
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.outbox = Outbox(self.db, settings.outbox, build_channels(settings))
+        # Models are loaded once here and kept warm for every study.
+        masker = create_masker(settings.masking)
+        predictor = _expansion_predictor(settings)
+        self.clinical = _clinical_intake(settings, self.db)
+        self.analyser = StudyAnalyser(settings, self.db, masker, predictor,
+                                      self.clinical.lookup if self.clinical else None)
+        self.publisher = ResultPublisher(settings, self.db, self.outbox,
+                                         self.clinical.result_writer(self.outbox) if self.clinical else None)
+        self.study_jobs = StudyJobs(settings, self.db, self.jobs, self.analyser, self.publisher)
+        self.runner = JobRunner(self.jobs, self.study_jobs.handlers())
+        self.tracker = SeriesTracker(self.db, self.jobs, self.scheduler, settings.series,
+                                     on_study_queued=self.runner.wake)
+        self.store = InstanceStore(self.db, settings.spool_dir, settings.dicom.min_free_disk_mb * 1024 * 1024,
+                                   on_stored=self.tracker.instance_stored)
+        self._dicom_server: ThreadedAssociationServer | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def dicom_port(self) -> int:
+        assert self._dicom_server is not None, "node not started"
+        return int(self._dicom_server.server_address[1])
+
+    def start(self) -> None:
+        """Resume unfinished work, then open the listeners."""
+        resumed = self.jobs.resume_interrupted()
+        self.scheduler.start()
+        reopened = self.tracker.resume_open_series()
+        self.scheduler.add_job(self.outbox.deliver_due, "interval", seconds=self.settings.outbox.poll_interval_s,
+                               id="outbox", max_instances=1, coalesce=True)
+        self.runner.start()
+        if self.clinical is not None:
+            self.clinical.start(on_studies_updated=self.study_jobs.clinical_data_arrived)
+        self._dicom_server = start_listener(self.settings.dicom, self.store)
+        log.info("node started resumed_jobs=%d open_series=%d dicom_port=%d", resumed, reopened,
+                 self.dicom_port)
+
+    def stop(self) -> None:
+        """Close the listeners first, then let running work finish."""
+        if self._dicom_server is not None:
+            self._dicom_server.shutdown()
+        if self.clinical is not None:
+            self.clinical.stop()
+        self.scheduler.shutdown(wait=True)
+        self.runner.stop()
+        self._stopped.set()
+        log.info("node stopped")
+
+    def wait_for_shutdown_signal(self) -> None:
+        """Block until SIGTERM or SIGINT, then stop cleanly."""
+        done = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: done.set())
+        done.wait()
+        self.stop()
+
+
+def _expansion_predictor(settings: Settings) -> ExpansionPredictor | None:
+    """The configured predictor, or None; Keras (and its backend) load only when needed."""
+    weights = (settings.prediction.weights_path, settings.prediction.image_only_weights_path)
+    if not settings.prediction.enabled or weights == (None, None):
+        return None
+    from inference.expansion_predictor import create_predictor
+
+    return create_predictor(settings.prediction)
+
+
+def _clinical_intake(settings: Settings, db: Database) -> ClinicalIntake | None:
+    return ClinicalIntake(settings, db) if settings.hl7.enabled else None
