@@ -24,7 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.fuzz_targets import (
-    DICOM_EXPECTED, HL7_EXPECTED, dicom_header_target, dicom_seed, hl7_seeds, hl7_target,
+    DICOM_EXPECTED,
+    HL7_EXPECTED,
+    dicom_header_target,
+    dicom_seed,
+    hl7_seeds,
+    hl7_target,
 )
 from tests.support.hl7_peers import MllpClient, adt, msa, start_intake
 

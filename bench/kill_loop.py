@@ -75,9 +75,9 @@ class Tally:
 
 
 def _send_until_killed(port: int, files: list[Path], tally: Tally) -> None:
+    from pydicom.uid import ExplicitVRLittleEndian
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage
-    from pydicom.uid import ExplicitVRLittleEndian
 
     ae = AE(ae_title="STORESCU")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5

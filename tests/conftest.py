@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.support.peers import Orthanc, start_orthanc  # noqa: E402
+from tests.support.peers import Orthanc, start_orthanc
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -15,10 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from bench.fuzz_parsers import mutated
-from tests.support.hl7_peers import MllpClient, adt, msa, start_intake
 from tests.support.fuzz_targets import (
-    DICOM_EXPECTED, HL7_EXPECTED, dicom_header_target, dicom_seed, hl7_seeds, hl7_target,
+    DICOM_EXPECTED,
+    HL7_EXPECTED,
+    dicom_header_target,
+    dicom_seed,
+    hl7_seeds,
+    hl7_target,
 )
+from tests.support.hl7_peers import MllpClient, adt, msa, start_intake
 from tests.test_dicom_listener import Listener, _start
 from tests.test_hostile_dicom import _send_raw, _still_serving
 

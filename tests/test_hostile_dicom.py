@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from io import BytesIO
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 
 import pydicom

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from daemon.audit_log import _audit_logger, configure_audit_log
+from daemon.audit_log import _audit_logger
 from daemon.cli import main
 from daemon.config import LoggingSettings, load_settings
 from daemon.logging_setup import configure_logging

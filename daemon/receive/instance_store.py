@@ -144,4 +144,4 @@ class InstanceStore:
         return StoreOutcome(header, path, duplicate=not inserted)
 
 
-__all__ = ["InstanceHeader", "InstanceStore", "StoreOutcome", "StorageFullError"]
+__all__ = ["InstanceHeader", "InstanceStore", "StorageFullError", "StoreOutcome"]

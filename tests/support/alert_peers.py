@@ -39,7 +39,7 @@ class HttpReceiver:
         holder: dict[str, HttpReceiver] = {}
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
                 receiver = holder["r"]
@@ -67,7 +67,7 @@ class _Collect:
     def __init__(self, messages: list[email.message.Message]) -> None:
         self.messages = messages
 
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         self.messages.append(email.message_from_bytes(envelope.content))  # type: ignore[attr-defined]
         return "250 Message accepted for delivery"
 
