@@ -102,6 +102,16 @@ def test_ct_in_sr_and_seg_out_alert_sent(tmp_path: Path, orthanc: Orthanc, smtp:
         node.outbox.deliver_due()
         assert len(webhook.requests) == 1 and len(smtp.messages) == 1
         assert len(orthanc.instances()) == 2
+        # A crash after publishing but before the job was marked done runs the job again:
+        # it finds its result and makes no second SR.
+        outbox_rows = node.db.query("SELECT COUNT(*) AS n FROM outbox")[0]["n"]
+        with node.db.transaction() as conn:
+            conn.execute("UPDATE jobs SET state = 'running' WHERE kind = 'analyse_study'")
+        assert node.jobs.resume_interrupted() == 1
+        node.runner.wake()
+        wait_until(lambda: node.jobs.state_of("analyse_study", phantom.study_uid) == "done", timeout_s=60)
+        assert node.db.query("SELECT COUNT(*) AS n FROM results")[0]["n"] == 1
+        assert node.db.query("SELECT COUNT(*) AS n FROM outbox")[0]["n"] == outbox_rows
         # Logs carry no PHI.
         log_text = (settings.log_dir / "hemex.log").read_text() if (settings.log_dir / "hemex.log").exists() else ""
         assert phantom.patient_id not in log_text

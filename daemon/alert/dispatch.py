@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from sqlite3 import Connection
 
 from daemon.alert.alert_message import build_alert_payload, build_email, payload_json
 from daemon.alert.rules import decide_alert
@@ -28,13 +30,14 @@ def alert_files(results_dir: Path, handle: str, alert_key: str) -> tuple[Path, P
 
 
 def queue_alert(db: Database, outbox: Outbox, analysis: StudyAnalysis, settings: AlertSettings,
-                results_dir: Path) -> bool:
+                results_dir: Path, conn: Connection | None = None) -> bool:
     """Queue the alert ``analysis`` raises, if any and not sent before; True when queued.
 
     The payload and e-mail are written atomically under ``results_dir/alerts/<handle>/``
-    first; then one transaction records (study, alert key) in ``alerts`` and queues one
-    outbox item per webhook target and one for e-mail, so a crash leaves either nothing
-    recorded (and the alert is raised again) or everything queued.
+    first; then one transaction (``conn``, the caller's, when given) records (study,
+    alert key) in ``alerts`` and queues one outbox item per webhook target and one for
+    e-mail, so a crash leaves either nothing recorded (and the alert is raised again) or
+    everything queued.
     """
     decision = decide_alert(analysis, settings)
     handle, study_uid = analysis.identity.handle, analysis.identity.study_uid
@@ -53,15 +56,15 @@ def queue_alert(db: Database, outbox: Outbox, analysis: StudyAnalysis, settings:
         write_atomically(email_path, build_email(payload))
 
     item_key = f"{study_uid}:{decision.key}"
-    with db.transaction() as conn:
-        inserted = conn.execute("INSERT OR IGNORE INTO alerts(study_uid, alert_key, created_at) VALUES (?, ?, ?)",
-                                (study_uid, decision.key, time.time())).rowcount == 1
+    with nullcontext(conn) if conn is not None else db.transaction() as tx:
+        inserted = tx.execute("INSERT OR IGNORE INTO alerts(study_uid, alert_key, created_at) VALUES (?, ?, ?)",
+                              (study_uid, decision.key, time.time())).rowcount == 1
         if not inserted:  # another worker recorded it between the check and here
             return False
         for target in settings.webhooks:
-            outbox.enqueue(WEBHOOK_CHANNEL, target.name, item_key, json_path, study_uid, conn=conn)
+            outbox.enqueue(WEBHOOK_CHANNEL, target.name, item_key, json_path, study_uid, conn=tx)
         if email_wanted:
-            outbox.enqueue(EMAIL_CHANNEL, EMAIL_DESTINATION, item_key, email_path, study_uid, conn=conn)
+            outbox.enqueue(EMAIL_CHANNEL, EMAIL_DESTINATION, item_key, email_path, study_uid, conn=tx)
     log.info("alert queued study=%s key=%s reasons=%s webhooks=%d email=%s", handle, decision.key,
              ",".join(decision.reasons), len(settings.webhooks), email_wanted)
     return True

@@ -1,5 +1,12 @@
 """Stage 5: turn an analysed study into SEG + SR files, a result row, queued deliveries
-and (when a rule fires) a queued alert — all durable before the job is marked done."""
+and (when a rule fires) a queued alert — all durable before the job is marked done.
+
+Files are written first (atomically); then one transaction records the result, its
+deliveries, the outbound ORU and the alert. A crash before that commit leaves only
+orphan files, and the job runs again; a crash after it leaves everything queued, and
+the job, run again, finds its result by ``input_key`` and does not make a second one
+(a second SR with a new UID would reach PACS as a second report).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from sqlite3 import Connection
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -28,8 +36,9 @@ from inference.nifti_io import mask_to_nifti
 
 log = logging.getLogger(__name__)
 
-# Writes the outbound HL7 ORU for a result into its folder and queues it (daemon/clinical).
-Hl7ResultWriter = Callable[[StudyAnalysis, Path], None]
+# Writes the outbound HL7 ORU for a result into its folder and queues it in the given
+# transaction (daemon/clinical).
+Hl7ResultWriter = Callable[[StudyAnalysis, Path, Connection], None]
 
 
 @dataclass(frozen=True)
@@ -48,9 +57,13 @@ class ResultPublisher:
         self._outbox = outbox
         self._hl7_result_writer = hl7_result_writer
 
-    def publish(self, analysed: AnalysedStudy, predecessor_sr: Dataset | None = None,
+    def publish(self, analysed: AnalysedStudy, input_key: str, predecessor_sr: Dataset | None = None,
                 reuse_segmentation: Dataset | None = None) -> PublishedResult:
-        """Build, validate and store the report objects; queue deliveries and alert."""
+        """Build, validate and store the report objects; queue deliveries and alert.
+
+        ``input_key`` names what the result was made from (study_jobs.input_key); it is
+        stored with the result so a re-run of the same job finds it.
+        """
         analysis = analysed.analysis
         settings = self._settings
         start = time.perf_counter()
@@ -78,32 +91,39 @@ class ResultPublisher:
         summary["stage_seconds"]["report"] = round(build_seconds, 4)
         write_atomically(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
 
+        study_uid = analysis.identity.study_uid
         with self._db.transaction() as conn:
             result_id = conn.execute(
                 "INSERT INTO results(study_uid, status, sr_sop_uid, seg_sop_uid, sr_path, seg_path,"
-                " risk_category, summary_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (analysis.identity.study_uid, analysis.completion, str(sr.SOPInstanceUID),
+                " risk_category, summary_json, input_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (study_uid, analysis.completion, str(sr.SOPInstanceUID),
                  str(segmentation.SOPInstanceUID), str(sr_path), str(seg_path),
-                 analysis.risk_category, json.dumps(summary, default=str), time.time()),
+                 analysis.risk_category, json.dumps(summary, default=str), input_key, time.time()),
             ).lastrowid
             conn.execute("UPDATE studies SET state = 'analysed', updated_at = ? WHERE study_uid = ?",
-                         (time.time(), analysis.identity.study_uid))
+                         (time.time(), study_uid))
+            for destination in settings.destinations:
+                if reuse_segmentation is None:
+                    self._outbox.enqueue("dicom", destination.name, str(segmentation.SOPInstanceUID),
+                                         seg_path, study_uid, conn=conn)
+                self._outbox.enqueue("dicom", destination.name, str(sr.SOPInstanceUID), sr_path,
+                                     study_uid, conn=conn)
+            if self._hl7_result_writer is not None:
+                self._hl7_result_writer(analysis, folder, conn)
+            queue_alert(self._db, self._outbox, analysis, settings.alerts, settings.results_dir, conn=conn)
         assert result_id is not None
-        for destination in settings.destinations:
-            if reuse_segmentation is None:
-                self._outbox.enqueue("dicom", destination.name, str(segmentation.SOPInstanceUID),
-                                     seg_path, analysis.identity.study_uid)
-            self._outbox.enqueue("dicom", destination.name, str(sr.SOPInstanceUID), sr_path,
-                                 analysis.identity.study_uid)
-        if self._hl7_result_writer is not None:
-            self._hl7_result_writer(analysis, folder)
-        queue_alert(self._db, self._outbox, analysis, settings.alerts, settings.results_dir)
         audit("result-created", study_uid=analysis.identity.study_uid, completion=analysis.completion,
               sr_sop_instance_uid=str(sr.SOPInstanceUID),
               destinations=[d.name for d in settings.destinations])
         log.info("result stored study=%s completion=%s result=%d", analysis.identity.handle,
                  analysis.completion, result_id)
         return PublishedResult(result_id, folder, str(sr.SOPInstanceUID), str(segmentation.SOPInstanceUID))
+
+
+def result_made_from(db: Database, input_key: str) -> tuple[int, str] | None:
+    """(result id, status) of the result already made from ``input_key``, or None."""
+    rows = db.query("SELECT id, status FROM results WHERE input_key = ? ORDER BY id LIMIT 1", (input_key,))
+    return (int(rows[0]["id"]), str(rows[0]["status"])) if rows else None
 
 
 def latest_result(db: Database, study_uid: str) -> tuple[Dataset, Dataset | None, str] | None:

@@ -1,13 +1,19 @@
 """The two job kinds of a study: the first analysis, and the final report after the
-clinical variables arrived (or the wait for them ran out)."""
+clinical variables arrived (or the wait for them ran out).
+
+Each job is idempotent: its ``input_key`` (job kind + digest of the study's images) is
+stored with its result, and a job that finds its result already made (it crashed after
+publishing, before it was marked done) only re-arms what follows it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from daemon.analysis.analyse_study import StudyAnalyser
 from daemon.analysis.job_runner import JobHandler
-from daemon.analysis.publish_result import ResultPublisher, latest_result
+from daemon.analysis.publish_result import ResultPublisher, latest_result, result_made_from
 from daemon.analysis.risk import PREDICTOR_VARIABLES
 from daemon.assemble.series_tracker import ANALYSE_STUDY
 from daemon.config import Settings
@@ -34,9 +40,18 @@ class StudyJobs:
 
     def analyse_study(self, study_uid: str) -> None:
         """First report: PARTIAL (preliminary) when clinical variables are still missing."""
-        analysed = self._analyser.analyse(study_uid)
-        self._publisher.publish(analysed)
-        if analysed.analysis.completion == "PARTIAL":
+        key = input_key(self._db, ANALYSE_STUDY, study_uid)
+        made = result_made_from(self._db, key)
+        if made is not None:
+            log.info("analysis already published study=%s result=%d", study_handle(study_uid), made[0])
+            completion = made[1]
+        else:
+            # New images after a report (a late series): the new report supersedes it.
+            previous = latest_result(self._db, study_uid)
+            analysed = self._analyser.analyse(study_uid)
+            self._publisher.publish(analysed, key, predecessor_sr=previous[0] if previous else None)
+            completion = analysed.analysis.completion
+        if completion == "PARTIAL":
             self._jobs.enqueue(FINALISE_STUDY, study_uid, delay_s=self._settings.hl7.wait_for_clinical_s)
 
     def finalise_study(self, study_uid: str) -> None:
@@ -48,7 +63,8 @@ class StudyJobs:
             return
         preliminary_sr, preliminary_seg, _ = previous
         analysed = self._analyser.analyse(study_uid, completion_requested="COMPLETE")
-        self._publisher.publish(analysed, predecessor_sr=preliminary_sr, reuse_segmentation=preliminary_seg)
+        self._publisher.publish(analysed, input_key(self._db, FINALISE_STUDY, study_uid),
+                                predecessor_sr=preliminary_sr, reuse_segmentation=preliminary_seg)
 
     def clinical_data_arrived(self, study_uids: list[str], variables_complete: dict[str, bool]) -> None:
         """New clinical data for these studies: finalise now those that waited and are complete."""
@@ -59,3 +75,12 @@ class StudyJobs:
                 log.info("clinical variables complete study=%s: finalising now (%s)",
                          study_handle(study_uid), ",".join(PREDICTOR_VARIABLES))
                 self._jobs.enqueue(FINALISE_STUDY, study_uid, delay_s=0)
+
+
+def input_key(db: Database, job_kind: str, study_uid: str) -> str:
+    """The job kind and a digest of every image of the study (new images, new key)."""
+    digest = hashlib.sha256(study_uid.encode())
+    for row in db.query("SELECT sop_instance_uid FROM instances WHERE study_uid = ? ORDER BY sop_instance_uid",
+                        (study_uid,)):
+        digest.update(b"\0" + row["sop_instance_uid"].encode())
+    return f"{job_kind}:{digest.hexdigest()[:32]}"

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from sqlite3 import Connection
 
 from daemon.analysis.risk import PREDICTOR_VARIABLES
 from daemon.analysis.study_analysis import StudyAnalysis, StudyIdentity
@@ -111,16 +112,17 @@ class ClinicalIntake:
             complete[study_uid] = not variables.missing(PREDICTOR_VARIABLES)
         self._on_studies_updated(study_uids, complete)
 
-    def result_writer(self, outbox: Outbox) -> Callable[[StudyAnalysis, Path], None]:
-        """``Hl7ResultWriter``: write the ORU^R01 into the result folder and queue it."""
+    def result_writer(self, outbox: Outbox) -> Callable[[StudyAnalysis, Path, Connection], None]:
+        """``Hl7ResultWriter``: write the ORU^R01 into the result folder and queue it in
+        the caller's transaction ``conn``."""
 
-        def write(analysis: StudyAnalysis, folder: Path) -> None:
+        def write(analysis: StudyAnalysis, folder: Path, conn: Connection) -> None:
             if self._settings.hl7.outbound_host is None:
                 return
             message = build_oru_r01(analysis, self._settings.hl7)
             path = folder / ORU_FILE_NAME
             write_atomically(path, message)
             outbox.enqueue(HL7_CHANNEL, HL7_DESTINATION, oru_control_id(message), path,
-                           analysis.identity.study_uid)
+                           analysis.identity.study_uid, conn=conn)
 
         return write

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from daemon.state.atomic_files import ensure_private_dir
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # One statement list; each stage owns the tables named after it.
 SCHEMA = """
@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS results (
     seg_path         TEXT,
     risk_category    TEXT,
     summary_json     TEXT NOT NULL,
+    input_key        TEXT,                       -- job kind + digest of the images it was made from
     created_at       REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS results_by_study ON results(study_uid);
@@ -149,6 +150,15 @@ CREATE INDEX IF NOT EXISTS clinical_obs_by_accession ON clinical_observations(ac
 """
 
 
+# Created after the migrations, since they index columns an old file may lack.
+INDEXES = "CREATE INDEX IF NOT EXISTS results_by_input ON results(input_key);"
+
+# (schema version that introduced it, SQL) applied to files older than that version.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (2, "ALTER TABLE results ADD COLUMN input_key TEXT;"),
+)
+
+
 class Database:
     """Thread-safe access to the node's SQLite file.
 
@@ -164,7 +174,9 @@ class Database:
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._local = threading.local()
         conn = self.connection()
-        conn.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        upgrade = "".join(sql for target, sql in MIGRATIONS if 0 < version < target)
+        conn.executescript(f"BEGIN; {upgrade} {SCHEMA} {INDEXES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
