@@ -1,7 +1,7 @@
 """The DICOM Segmentation (SEG) of the intraparenchymal hematoma mask, built with highdicom.
 
 One BINARY segment, frames aligned one-to-one with the source CT slices (empty slices
-omitted). An empty mask still gives a valid SEG: highdicom then keeps every frame, all
+omitted), or with the frames of a multi-frame (Enhanced CT) source image. An empty mask still gives a valid SEG: highdicom then keeps every frame, all
 zero, because a SEG cannot have no frames; the SR then reports 0 mL against it, which is
 a statement ("no hematoma found by this algorithm") rather than a missing result.
 """
@@ -98,7 +98,7 @@ def build_segmentation(
         raise ReportBuildError(
             f"mask shape {mask.mask.shape} differs from volume shape {volume.hu.shape}"
         )
-    ordered = order_source_images(source_images, volume)
+    sources, pixel_array = _sources_and_frames(source_images, volume, mask)
     description = hd.seg.SegmentDescription(
         segment_number=SEGMENT_NUMBER,
         segment_label=SEGMENT_LABEL,
@@ -116,8 +116,8 @@ def build_segmentation(
     )
     try:
         return hd.seg.Segmentation(
-            source_images=ordered,
-            pixel_array=np.ascontiguousarray(mask.mask, dtype=np.uint8),
+            source_images=sources,
+            pixel_array=pixel_array,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=[description],
             series_instance_uid=seg_series_uid(settings, volume.study_instance_uid),
@@ -137,6 +137,26 @@ def build_segmentation(
         )
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise ReportBuildError(f"highdicom refused the SEG: {exc}") from exc
+
+
+def _sources_and_frames(source_images: Sequence[Dataset], volume: CTVolume,
+                        mask: HematomaMask) -> tuple[list[Dataset], np.ndarray]:
+    """The SEG's source images and its frames in their order.
+
+    Single-frame CT: the images in the volume's slice order, one frame per slice. A
+    multi-frame source (Enhanced CT): that one image, the mask's slices put back in the
+    image's own frame order (``volume.source_frames``).
+    """
+    uids = set(volume.sop_instance_uids)
+    if len(uids) == 1 and volume.source_frames and len(volume.sop_instance_uids) > 1:
+        uid = next(iter(uids))
+        matching = [ds for ds in source_images if str(ds.SOPInstanceUID) == uid]
+        if not matching:
+            raise ReportBuildError("the multi-frame source image of the volume is missing")
+        frames = np.zeros((int(matching[0].NumberOfFrames), *mask.mask.shape[1:]), np.uint8)
+        frames[np.asarray(volume.source_frames) - 1] = mask.mask
+        return matching[:1], frames
+    return order_source_images(source_images, volume), np.ascontiguousarray(mask.mask, dtype=np.uint8)
 
 
 def hematoma_tracking_uid(settings: ReportSettings, study_uid: str) -> str:
