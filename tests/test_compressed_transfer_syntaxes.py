@@ -16,7 +16,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless, UID
+from pydicom.uid import UID, JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless
 
 from inference.series_to_volume import volume_from_datasets
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
