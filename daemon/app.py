@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from pynetdicom.transport import ThreadedAssociationServer
@@ -18,6 +19,7 @@ from daemon.clinical.intake_service import ClinicalIntake
 from daemon.config import Settings
 from daemon.deliver.channels import build_channels
 from daemon.deliver.outbox import Outbox
+from daemon.metrics import MetricsServer
 from daemon.receive.instance_store import InstanceStore
 from daemon.receive.storage_scp import start_listener
 from daemon.state.atomic_files import ensure_private_dir
@@ -27,6 +29,8 @@ from inference.masking.registry import create_masker
 from inference.prediction import ExpansionPredictor
 
 log = logging.getLogger(__name__)
+
+OUTBOX_JOB = "outbox"
 
 
 class Node:
@@ -47,7 +51,8 @@ class Node:
         self.analyser = StudyAnalyser(settings, self.db, masker, predictor,
                                       self.clinical.lookup if self.clinical else None)
         self.publisher = ResultPublisher(settings, self.db, self.outbox,
-                                         self.clinical.result_writer(self.outbox) if self.clinical else None)
+                                         self.clinical.result_writer(self.outbox) if self.clinical else None,
+                                         on_published=self.wake_outbox)
         self.study_jobs = StudyJobs(settings, self.db, self.jobs, self.analyser, self.publisher)
         self.runner = JobRunner(self.jobs, self.study_jobs.handlers())
         self.tracker = SeriesTracker(self.db, self.jobs, self.scheduler, settings.series,
@@ -55,6 +60,8 @@ class Node:
         self.store = InstanceStore(self.db, settings.spool_dir, settings.dicom.min_free_disk_mb * 1024 * 1024,
                                    on_stored=self.tracker.instance_stored)
         self._dicom_server: ThreadedAssociationServer | None = None
+        self._dicom_acceptor: threading.Thread | None = None
+        self._metrics: MetricsServer | None = None
         self._stopped = threading.Event()
 
     @property
@@ -62,19 +69,42 @@ class Node:
         assert self._dicom_server is not None, "node not started"
         return int(self._dicom_server.server_address[1])
 
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound port of /metrics and /healthz; None when metrics are disabled."""
+        return self._metrics.port if self._metrics is not None else None
+
+    def dicom_listener_alive(self) -> bool:
+        """True while the DICOM listener's accept thread runs on an open socket (/healthz)."""
+        server, acceptor = self._dicom_server, self._dicom_acceptor
+        return (server is not None and acceptor is not None and acceptor.is_alive()
+                and server.socket.fileno() >= 0)
+
     def start(self) -> None:
         """Resume unfinished work, then open the listeners."""
         resumed = self.jobs.resume_interrupted()
         self.scheduler.start()
         reopened = self.tracker.resume_open_series()
         self.scheduler.add_job(self.outbox.deliver_due, "interval", seconds=self.settings.outbox.poll_interval_s,
-                               id="outbox", max_instances=1, coalesce=True)
+                               id=OUTBOX_JOB, max_instances=1, coalesce=True)
         self.runner.start()
         if self.clinical is not None:
             self.clinical.start(on_studies_updated=self.study_jobs.clinical_data_arrived)
+        threads_before = set(threading.enumerate())
         self._dicom_server = start_listener(self.settings.dicom, self.store)
+        self._dicom_acceptor = _acceptor_thread(threads_before)
+        if self.settings.metrics.enabled:
+            self._metrics = MetricsServer(self.settings.metrics, self.db, self.settings.data_dir,
+                                          self.settings.dicom.min_free_disk_mb * 1024 * 1024,
+                                          listener_alive=self.dicom_listener_alive)
+            self._metrics.start()
         log.info("node started resumed_jobs=%d open_series=%d dicom_port=%d", resumed, reopened,
                  self.dicom_port)
+
+    def wake_outbox(self) -> None:
+        """Run a delivery pass now instead of at the next poll (results just queued)."""
+        if self.scheduler.running and self.scheduler.get_job(OUTBOX_JOB) is not None:
+            self.scheduler.modify_job(OUTBOX_JOB, next_run_time=datetime.now(timezone.utc))
 
     def stop(self) -> None:
         """Close the listeners first, then let running work finish."""
@@ -84,6 +114,9 @@ class Node:
             self.clinical.stop()
         self.scheduler.shutdown(wait=True)
         self.runner.stop()
+        # Last, so /healthz says 503 (listener closed) while running work drains.
+        if self._metrics is not None:
+            self._metrics.stop()
         self._stopped.set()
         log.info("node stopped")
 
@@ -94,6 +127,13 @@ class Node:
             signal.signal(sig, lambda *_: done.set())
         done.wait()
         self.stop()
+
+
+def _acceptor_thread(threads_before: set[threading.Thread]) -> threading.Thread | None:
+    """The thread pynetdicom just started to accept associations; it keeps no reference."""
+    started = [thread for thread in threading.enumerate()
+               if thread not in threads_before and thread.name.startswith("AcceptorServer")]
+    return started[0] if started else None
 
 
 def _expansion_predictor(settings: Settings) -> ExpansionPredictor | None:

@@ -51,11 +51,14 @@ class PublishedResult:
 
 class ResultPublisher:
     def __init__(self, settings: Settings, db: Database, outbox: Outbox,
-                 hl7_result_writer: Hl7ResultWriter | None = None) -> None:
+                 hl7_result_writer: Hl7ResultWriter | None = None,
+                 on_published: Callable[[], None] | None = None) -> None:
         self._settings = settings
         self._db = db
         self._outbox = outbox
         self._hl7_result_writer = hl7_result_writer
+        # Called after the commit, so deliveries start now rather than at the next poll.
+        self._on_published = on_published
 
     def publish(self, analysed: AnalysedStudy, input_key: str, predecessor_sr: Dataset | None = None,
                 reuse_segmentation: Dataset | None = None) -> PublishedResult:
@@ -112,6 +115,8 @@ class ResultPublisher:
                 self._hl7_result_writer(analysis, folder, conn)
             queue_alert(self._db, self._outbox, analysis, settings.alerts, settings.results_dir, conn=conn)
         assert result_id is not None
+        if self._on_published is not None:
+            self._on_published()
         audit("result-created", study_uid=analysis.identity.study_uid, completion=analysis.completion,
               sr_sop_instance_uid=str(sr.SOPInstanceUID),
               destinations=[d.name for d in settings.destinations])
