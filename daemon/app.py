@@ -19,7 +19,7 @@ from daemon.clinical.intake_service import ClinicalIntake
 from daemon.config import Settings
 from daemon.deliver.channels import build_channels
 from daemon.deliver.outbox import Outbox
-from daemon.metrics import MetricsServer
+from daemon.metrics import MetricsServer, start_metrics_server
 from daemon.receive.instance_store import InstanceStore
 from daemon.receive.storage_scp import start_listener
 from daemon.state.atomic_files import ensure_private_dir
@@ -77,8 +77,8 @@ class Node:
     def dicom_listener_alive(self) -> bool:
         """True while the DICOM listener's accept thread runs on an open socket (/healthz)."""
         server, acceptor = self._dicom_server, self._dicom_acceptor
-        return (server is not None and acceptor is not None and acceptor.is_alive()
-                and server.socket.fileno() >= 0)
+        return (server is not None and server.socket is not None and server.socket.fileno() >= 0
+                and acceptor is not None and acceptor.is_alive())
 
     def start(self) -> None:
         """Resume unfinished work, then open the listeners."""
@@ -93,11 +93,7 @@ class Node:
         threads_before = set(threading.enumerate())
         self._dicom_server = start_listener(self.settings.dicom, self.store)
         self._dicom_acceptor = _acceptor_thread(threads_before)
-        if self.settings.metrics.enabled:
-            self._metrics = MetricsServer(self.settings.metrics, self.db, self.settings.data_dir,
-                                          self.settings.dicom.min_free_disk_mb * 1024 * 1024,
-                                          listener_alive=self.dicom_listener_alive)
-            self._metrics.start()
+        self._metrics = start_metrics_server(self.settings, self.db, self.dicom_listener_alive)
         log.info("node started resumed_jobs=%d open_series=%d dicom_port=%d", resumed, reopened,
                  self.dicom_port)
 

@@ -255,6 +255,15 @@ class RetentionSettings(_Section):
     results_days: float = Field(90.0, gt=0)
 
 
+class MetricsSettings(_Section):
+    """The Prometheus /metrics and /healthz HTTP endpoint (monitoring; daemon/metrics.py)."""
+
+    enabled: bool = True
+    # Loopback by default: the figures are not for the network until the admin opens them.
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)  # 0 = any free port (tests); see Node.metrics_port
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = False
@@ -284,6 +293,7 @@ class Settings(BaseSettings):
     hl7: Hl7Settings = Hl7Settings()
     logging: LoggingSettings = LoggingSettings()
     retention: RetentionSettings = RetentionSettings()  # issue 5
+    metrics: MetricsSettings = MetricsSettings()  # monitoring for the IT person
 
     @classmethod
     def settings_customise_sources(
