@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Nodes started by tests serve metrics on a free port, not on the default 9464 that a
+# node running on the developer's machine (or another test) may hold.
+os.environ.setdefault("HEMEX_METRICS__PORT", "0")
 
 from tests.support.peers import Orthanc, start_orthanc
 

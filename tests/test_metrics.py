@@ -186,7 +186,8 @@ def test_a_taken_metrics_port_does_not_stop_the_node(tmp_path: Path) -> None:
             node.stop()
 
 
-def test_metrics_disabled_and_defaults(tmp_path: Path) -> None:
+def test_metrics_disabled_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HEMEX_METRICS__PORT", raising=False)  # conftest's test-wide override
     defaults = load_settings(None).metrics
     assert (defaults.enabled, defaults.host, defaults.port) == (True, "127.0.0.1", 9464)
     node = Node(_settings(tmp_path, hl7=False, enabled=False))

@@ -22,7 +22,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from daemon.alert.dispatch import queue_alert
-from daemon.analysis.analyse_study import AnalysedStudy, results_folder, summary_of
+from daemon.analysis.analyse_study import AnalysedStudy, StageTimer, results_folder, summary_of
 from daemon.analysis.study_analysis import StudyAnalysis
 from daemon.audit_log import audit
 from daemon.config import Settings
@@ -69,18 +69,19 @@ class ResultPublisher:
         """
         analysis = analysed.analysis
         settings = self._settings
-        start = time.perf_counter()
-        if reuse_segmentation is not None:
-            segmentation = reuse_segmentation
-        else:
-            segmentation = build_segmentation(analysed.source_images, analysed.volume, analysed.mask,
-                                              settings.report, analysis.software_version)
-        sr = build_measurement_report(analysis, analysed.source_images, segmentation, settings.report,
-                                      predecessor_sr=predecessor_sr)
+        timer = StageTimer()
+        with timer.stage("report"):
+            if reuse_segmentation is not None:
+                segmentation = reuse_segmentation
+            else:
+                segmentation = build_segmentation(analysed.source_images, analysed.volume, analysed.mask,
+                                                  settings.report, analysis.software_version)
+            sr = build_measurement_report(analysis, analysed.source_images, segmentation, settings.report,
+                                          predecessor_sr=predecessor_sr)
         objects = [sr] if reuse_segmentation is not None else [sr, segmentation]
         if settings.report.validate_with_dicom3tools:
-            validate_report_objects(objects)
-        build_seconds = time.perf_counter() - start
+            with timer.stage("validate"):
+                validate_report_objects(objects)
 
         folder = results_folder(settings.results_dir, analysis.identity.handle, analysis.completion)
         sr_path = folder / "sr.dcm"
@@ -91,7 +92,7 @@ class ResultPublisher:
             write_atomically(folder / "mask.nii.gz",
                              mask_to_nifti(analysed.volume, analysed.mask).to_bytes())
         summary = summary_of(analysed)
-        summary["stage_seconds"]["report"] = round(build_seconds, 4)
+        summary["stage_seconds"].update(timer.seconds)
         write_atomically(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
 
         study_uid = analysis.identity.study_uid
