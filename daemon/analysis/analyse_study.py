@@ -161,6 +161,8 @@ class StudyAnalyser:
             datasets = load_series(self._db, selection.chosen.series_uid)
         with timer.stage("volume"):
             volume = volume_from_datasets(datasets, self._settings.volume)
+        for ds in datasets:  # the SEG and SR need headers only: free the encoded pixels
+            del ds.PixelData
         with timer.stage("mask"):
             mask = reuse_mask if reuse_mask is not None else self._masker.segment(volume)
         with timer.stage("measure"):
