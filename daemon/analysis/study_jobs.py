@@ -67,11 +67,20 @@ class StudyJobs:
                                 predecessor_sr=preliminary_sr, reuse_segmentation=preliminary_seg)
 
     def clinical_data_arrived(self, study_uids: list[str], variables_complete: dict[str, bool]) -> None:
-        """New clinical data for these studies: finalise now those that waited and are complete."""
+        """New clinical data for these studies: finalise now those that waited and are complete.
+
+        A study still being analysed counts as waiting: its lookup may have run before
+        these data arrived, and its preliminary result, stored after this call, would
+        otherwise wait the whole ``wait_for_clinical_s``. The job state is read before the
+        results, since the analysis stores its result before its job is marked done.
+        """
         for study_uid in study_uids:
+            if not variables_complete.get(study_uid):
+                continue
+            analysing = self._jobs.state_of(ANALYSE_STUDY, study_uid) in ("pending", "running")
             previous = self._db.query(
                 "SELECT status FROM results WHERE study_uid = ? ORDER BY id DESC LIMIT 1", (study_uid,))
-            if previous and previous[0]["status"] == "PARTIAL" and variables_complete.get(study_uid):
+            if analysing or (previous and previous[0]["status"] == "PARTIAL"):
                 log.info("clinical variables complete study=%s: finalising now (%s)",
                          study_handle(study_uid), ",".join(PREDICTOR_VARIABLES))
                 self._jobs.enqueue(FINALISE_STUDY, study_uid, delay_s=0)
