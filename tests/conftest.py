@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # node running on the developer's machine (or another test) may hold.
 os.environ.setdefault("HEMEX_METRICS__PORT", "0")
 
+from tests.support.alert_peers import HttpReceiver, SmtpReceiver
 from tests.support.peers import Orthanc, start_orthanc
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -25,3 +26,19 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     pacs = start_orthanc(tmp_path / "orthanc")
     yield pacs
     pacs.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpReceiver]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, recording messages."""
+    receiver = SmtpReceiver.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def webhook() -> Iterator[HttpReceiver]:
+    """A real HTTP server on a free loopback port, recording POSTed alerts."""
+    receiver = HttpReceiver.start()
+    yield receiver
+    receiver.stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,20 +56,6 @@ def prediction(probability: float, validated: bool) -> ExpansionPrediction:
                                model_version="0.3.0", weights_origin="test weights",
                                clinically_validated=validated, variables_used=("pt_inr",),
                                variables_missing=(), image_only_fallback=False)
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpReceiver]:
-    receiver = SmtpReceiver.start()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
-def webhook() -> Iterator[HttpReceiver]:
-    receiver = HttpReceiver.start()
-    yield receiver
-    receiver.stop()
 
 
 class Node:

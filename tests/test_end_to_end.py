@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
@@ -23,20 +22,6 @@ from tests.support.phantoms import make_head_ct_series
 from tests.support.sr_reading import sr_numeric_values
 
 VOLUME_TOLERANCE = 0.10  # measured planimetry volume within 10 % of the phantom's voxelised truth
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpReceiver]:
-    receiver = SmtpReceiver.start()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
-def webhook() -> Iterator[HttpReceiver]:
-    receiver = HttpReceiver.start()
-    yield receiver
-    receiver.stop()
 
 
 def _node_settings(tmp_path: Path, orthanc: Orthanc, smtp: SmtpReceiver, webhook: HttpReceiver, **hl7: object):
