@@ -15,10 +15,15 @@ after every zoom. The model input is CT x mask, shape (256, 256, 80, 1).
 Assumptions (the paper and SEEDS do not settle them; stated so they can be checked
 against the authors' code):
 
-- The authors worked on NIfTI arrays written by dcm2niix, indexed (x = DICOM column,
-  y = DICOM row flipped, z = slice). We rebuild that layout from the CTVolume so the
-  final 90 degree rotation is the published one; its result is in DICOM display
-  orientation (row 0 at the top, column 0 on the left), which the tests check.
+- The authors worked on NIfTI arrays written by dcm2niix from ordinary supine axial
+  DICOM, indexed (x = DICOM column, y = DICOM row flipped, z = slice). We first put
+  the CTVolume in that ordinary orientation using its affine (rows run anterior ->
+  posterior, columns patient right -> left, whatever order the file stored them in),
+  then rebuild the dcm2niix layout, so the final 90 degree rotation is the published
+  one and its result is in radiological display orientation (anterior at the top,
+  patient's right on the left), which the tests check. Without the first step the
+  same head read from a NIfTI (rows stored posterior -> anterior) and from DICOM would
+  reach the model flipped.
 - Zooms use linear interpolation (``order=1``), as in the Keras 3-D CT example whose
   layout (filters 64/64/128/256, Dense 512, Dropout 0.3, ``ndimage.rotate(img, 90,
   reshape=False)``) the authors' code follows; for a square image that rotation equals
@@ -40,7 +45,7 @@ from inference.ct_volume import CTVolume
 from inference.masking.base import HematomaMask
 
 ALGORITHM_NAME = "Tanioka 2024 preprocessing"
-ALGORITHM_VERSION = "1.0"
+ALGORITHM_VERSION = "1.1"  # 1.1: in-plane orientation from the affine
 
 
 @dataclass(frozen=True)
@@ -112,12 +117,37 @@ def window_hu(hu: np.ndarray, geometry: TaniokaGeometry = PUBLISHED_GEOMETRY) ->
     return (out / geometry.hu_max).astype(np.float32)
 
 
-def _cranial_first(volume: CTVolume) -> bool:
-    """True when slice 0 of ``volume`` is the most cranial (LPS z grows superior)."""
-    dz = float(volume.affine_lps[2, 0])
-    if abs(dz) < 1e-6:
-        raise UnsupportedSeriesError("not an axial series: slice axis has no head-foot component")
-    return dz < 0
+def _patient_axes(volume: CTVolume) -> tuple[int, int, int]:
+    """The LPS axis (0 = x, 1 = y, 2 = z) each array axis mostly runs along."""
+    dominant = tuple(int(np.argmax(np.abs(volume.affine_lps[:3, a]))) for a in range(3))
+    if dominant[0] != 2:
+        raise UnsupportedSeriesError("not an axial series: slice axis does not run head-foot")
+    if sorted(dominant) != [0, 1, 2]:
+        raise UnsupportedSeriesError("in-plane axes do not run along left-right and front-back")
+    return dominant  # type: ignore[return-value]
+
+
+def _to_nifti_layout(array: np.ndarray, volume: CTVolume) -> np.ndarray:
+    """(slice, row, column) of ``volume`` -> dcm2niix layout of an ordinary axial CT.
+
+    Returns (x: patient right -> left, y: posterior -> anterior, z: cranial -> caudal),
+    the DICOM column, flipped DICOM row and slice of a supine axial series.
+    """
+    axes = _patient_axes(volume)
+    # Array axis holding LPS x, y, z; flip those that run against LPS (x to the left,
+    # y posterior, z superior), then flip y and z for the dcm2niix layout.
+    order = [axes.index(k) for k in (0, 1, 2)]
+    out = np.transpose(array, order)
+    signs = [float(volume.affine_lps[k, order[k]]) for k in (0, 1, 2)]
+    flips = (signs[0] < 0, signs[1] > 0, signs[2] > 0)
+    index = tuple(slice(None, None, -1) if f else slice(None) for f in flips)
+    return out[index]
+
+
+def _spacing_xyz(volume: CTVolume) -> tuple[float, float, float]:
+    """Voxel size (mm) along LPS x, y and z of ``volume``'s array axes."""
+    axes = _patient_axes(volume)
+    return tuple(float(volume.spacing_mm[axes.index(k)]) for k in (0, 1, 2))  # type: ignore[return-value]
 
 
 def _zoom(array: np.ndarray, factors: tuple[float, ...], order: int, binary: bool,
@@ -168,12 +198,6 @@ def _geometry_steps(array: np.ndarray, spacing_xyz: tuple[float, float, float],
     return np.ascontiguousarray(np.rot90(out, k=1, axes=(0, 1)))
 
 
-def _to_nifti_layout(array: np.ndarray, cranial_first: bool) -> np.ndarray:
-    """(slice, row, column) -> (column, flipped row, slice cranial first), as dcm2niix."""
-    out = np.transpose(array, (2, 1, 0))[:, ::-1, :]
-    return out if cranial_first else out[:, :, ::-1]
-
-
 def preprocess_case(volume: CTVolume, mask: HematomaMask,
                     geometry: TaniokaGeometry = PUBLISHED_GEOMETRY) -> PreprocessedCase:
     """Run the published preprocessing on a CT and its intraparenchymal mask.
@@ -190,17 +214,18 @@ def preprocess_case(volume: CTVolume, mask: HematomaMask,
     Returns
     -------
     PreprocessedCase
-        CT in [0, 1] and binary mask, both (H, W, slices) in display orientation with
-        slice 0 the most cranial; ``hematoma_image`` is the model input.
+        CT in [0, 1] and binary mask, both (H, W, slices) in radiological display
+        orientation (anterior up, patient's right on the left) with slice 0 the most
+        cranial, however the volume's axes were stored; ``hematoma_image`` is the
+        model input.
     """
     if mask.mask.shape != volume.hu.shape:
         raise ValueError(f"mask shape {mask.mask.shape} != volume shape {volume.hu.shape}")
-    cranial_first = _cranial_first(volume)
-    s_slice, s_row, s_col = volume.spacing_mm
-    spacing_xyz = (s_col, s_row, s_slice)
-    ct = _to_nifti_layout(window_hu(volume.hu, geometry), cranial_first)
-    m = _to_nifti_layout(mask.mask.astype(np.float32), cranial_first)
-    used = min(volume.hu.shape[0], int(np.ceil(geometry.n_slices * geometry.slice_mm / s_slice)))
+    spacing_xyz = _spacing_xyz(volume)
+    ct = _to_nifti_layout(window_hu(volume.hu, geometry), volume)
+    m = _to_nifti_layout(mask.mask.astype(np.float32), volume)
+    used = min(volume.hu.shape[0],
+               int(np.ceil(geometry.n_slices * geometry.slice_mm / spacing_xyz[2])))
     return PreprocessedCase(
         ct=_geometry_steps(ct, spacing_xyz, geometry, binary=False),
         mask=_geometry_steps(m, spacing_xyz, geometry, binary=True),

@@ -53,6 +53,47 @@ def test_display_orientation_after_the_published_rotation() -> None:
     assert out.ct[2, 5, 0] == pytest.approx(0.6)
 
 
+def restored(volume: CTVolume, flip_rows: bool, flip_columns: bool, swap_in_plane: bool) -> CTVolume:
+    """The same head stored another way: rows and/or columns reversed or exchanged, the
+    affine changed to match (as a NIfTI written by dcm2niix stores rows reversed)."""
+    hu, affine = volume.hu, volume.affine_lps.copy()
+    spacing = list(volume.spacing_mm)
+    for axis, flip in ((1, flip_rows), (2, flip_columns)):
+        if flip:
+            affine[:3, 3] += (hu.shape[axis] - 1) * affine[:3, axis]
+            affine[:3, axis] *= -1
+            hu = np.flip(hu, axis)
+    if swap_in_plane:
+        hu = np.swapaxes(hu, 1, 2)
+        affine[:, [1, 2]] = affine[:, [2, 1]]
+        spacing[1], spacing[2] = spacing[2], spacing[1]
+    return CTVolume(hu=np.ascontiguousarray(hu), affine_lps=affine, spacing_mm=tuple(spacing),  # type: ignore[arg-type]
+                    sop_instance_uids=volume.sop_instance_uids, series_instance_uid="1.2.3",
+                    study_instance_uid="1.2")
+
+
+@pytest.mark.parametrize("flip_rows, flip_columns, swap", [
+    (True, False, False), (False, True, False), (True, True, False), (False, False, True),
+    (True, False, True)])
+def test_same_head_stored_another_way_gives_the_same_input(flip_rows: bool, flip_columns: bool,
+                                                           swap: bool) -> None:
+    """A NIfTI stores rows posterior -> anterior, DICOM anterior -> posterior: the model
+    must see the same image from both (anterior up, patient's right on the left)."""
+    hu = np.zeros((10, 8, 6))
+    hu[:, 1, 4] = 60  # anterior (row 1), towards the patient's left (column 4)
+    hu[3, 6, 0] = 90  # one posterior-right voxel on one slice
+    dicom = phantom(hu, (2.0, 1.0, 1.5))
+    other = restored(dicom, flip_rows, flip_columns, swap)
+    geo = TaniokaGeometry(slice_mm=2.0, n_slices=10, pixel_mm=1.0, canvas_px=8, out_px=8)
+    want = preprocess_case(dicom, full_mask(dicom), geo)
+    got = preprocess_case(other, full_mask(other), geo)
+    assert np.array_equal(got.ct, want.ct) and np.array_equal(got.mask, want.mask)
+    # Radiological display: anterior up, the patient's right on the image's left.
+    anterior_row, patients_left_col = np.argwhere(want.ct[:, :, 0] > 0)[0]
+    posterior_row, patients_right_col = np.argwhere(want.ct[:, :, 10 - 1 - 3] > 0.8)[0]
+    assert anterior_row < posterior_row and patients_right_col < patients_left_col
+
+
 @pytest.mark.parametrize("superior_up", [True, False])
 def test_keeps_80_slices_from_the_most_cranial(superior_up: bool) -> None:
     n = 100
