@@ -25,6 +25,8 @@ from inference.masking.base import HematomaMask
 from inference.model_card import BINARY_VARIABLES, ModelCard
 from inference.prediction import ExpansionPrediction, ExpansionPredictor
 from inference.tanioka_models import CLINICAL_VARIABLES
+from inference.tanioka_preprocessing import ALGORITHM_NAME as PREPROCESSING_NAME
+from inference.tanioka_preprocessing import ALGORITHM_VERSION as PREPROCESSING_VERSION
 from inference.tanioka_preprocessing import geometry_for_shape, hematoma_image
 from inference.weights import LoadedModel, load_model_with_card
 
@@ -85,6 +87,16 @@ def clinical_vector(clinical: ClinicalVariables, card: ModelCard) -> np.ndarray:
     return np.asarray([values], dtype=np.float32)
 
 
+def card_statements(card: ModelCard) -> list[str]:
+    """The model card in words, for every report: the issue asks that each SR state the
+    weights' training data, intended use and validation figures, not only their name."""
+    figures = ", ".join(f"{k}={v}" for k, v in sorted(card.validation.items())) or "none stated"
+    return [f"model card: training data: {card.training_data}",
+            f"model card: intended use: {card.intended_use}",
+            f"model card: validation: {figures}",
+            f"model card: clinically validated: {'yes' if card.clinically_validated else 'no'}"]
+
+
 class TaniokaPredictor:
     """Implements ``ExpansionPredictor`` with Multimodal CNN Model 2 and/or CNN Model 2."""
 
@@ -130,8 +142,9 @@ class TaniokaPredictor:
         probability = self._run(loaded, image, vector)
         notes = [f"device={self.device} backend={keras.backend.backend()}",
                  f"weights loaded as {loaded.load_method}",
-                 (f"preprocessing=Tanioka 2024 ({card.input_shape[0]}x{card.input_shape[1]}"
-                 f"x{card.input_shape[2]})")]
+                 (f"preprocessing={PREPROCESSING_NAME} {PREPROCESSING_VERSION} "
+                  f"({card.input_shape[0]}x{card.input_shape[1]}x{card.input_shape[2]})"),
+                 *card_statements(card)]
         if not use_multimodal:
             notes.append("image-only fallback (CNN Model 2): clinical variables missing: "
                          + (", ".join(missing) if missing else "none"))

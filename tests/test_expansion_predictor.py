@@ -93,6 +93,12 @@ def test_unvalidated_card_is_flagged(weights: dict[str, Path]) -> None:
     assert p is not None and p.clinically_validated is False
     assert any("NOT clinically validated" in n for n in p.notes)
     assert p.model_name == "tiny test model" and p.weights_origin == "random initialisation in a test"
+    # The rest of the card travels with every prediction into the SR's statements.
+    assert "model card: training data: none (synthetic test)" in p.notes
+    assert "model card: intended use: tests only" in p.notes
+    assert "model card: validation: none stated" in p.notes
+    assert "model card: clinically validated: no" in p.notes
+    assert any(n.startswith("preprocessing=Tanioka 2024 preprocessing 1.1") for n in p.notes)
 
 
 def test_missing_card_stops_the_predictor(weights: dict[str, Path]) -> None:
