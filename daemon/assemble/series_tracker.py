@@ -88,6 +88,9 @@ class SeriesTracker:
             self._complete(series_uid, row["study_uid"], decision.reason)
 
     def _complete(self, series_uid: str, study_uid: str, reason: str) -> None:
+        # One transaction: a crash between marking the last series complete and queueing
+        # the study's analysis would leave a study that no restart analyses
+        # (resume_open_series only re-arms series still receiving).
         with self._db.transaction() as conn:
             conn.execute(
                 "UPDATE series SET state = 'complete', completed_at = ?, completion_reason = ?"
@@ -97,15 +100,15 @@ class SeriesTracker:
             still_open = conn.execute(
                 "SELECT COUNT(*) FROM series WHERE study_uid = ? AND state = 'receiving'", (study_uid,)
             ).fetchone()[0]
+            if not still_open:
+                self._jobs.enqueue(ANALYSE_STUDY, study_uid, conn=conn)
+                conn.execute("UPDATE studies SET state = 'queued', updated_at = ? WHERE study_uid = ?",
+                             (self._clock(), study_uid))
         handle = study_handle(study_uid)
         log.info("series complete study=%s reason=%s", handle, reason)
         if still_open:
             log.info("study waiting study=%s open_series=%d", handle, still_open)
             return
-        self._jobs.enqueue(ANALYSE_STUDY, study_uid)
-        with self._db.transaction() as conn:
-            conn.execute("UPDATE studies SET state = 'queued', updated_at = ? WHERE study_uid = ?",
-                         (self._clock(), study_uid))
         log.info("study queued for analysis study=%s", handle)
         if self._on_study_queued is not None:
             self._on_study_queued()

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from sqlite3 import Connection
 
 from daemon.state.database import Database
 
@@ -27,22 +28,32 @@ class JobQueue:
         self._db = db
         self._clock = clock
 
-    def enqueue(self, kind: str, key: str, delay_s: float = 0.0) -> None:
+    def enqueue(self, kind: str, key: str, delay_s: float = 0.0, *, conn: Connection | None = None) -> None:
         """Queue (or re-arm) a job; an already pending or running one keeps its place
-        unless the new run time is earlier."""
+        unless the new run time is earlier.
+
+        ``conn`` queues it inside the caller's open transaction, so the job exists if and
+        only if what called for it was committed.
+        """
+        if conn is not None:
+            self._upsert(conn, kind, key, delay_s)
+            return
+        with self._db.transaction() as own:
+            self._upsert(own, kind, key, delay_s)
+
+    def _upsert(self, conn: Connection, kind: str, key: str, delay_s: float) -> None:
         now = self._clock()
-        with self._db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO jobs(kind, key, state, run_after, created_at, updated_at)"
-                " VALUES (?, ?, 'pending', ?, ?, ?)"
-                " ON CONFLICT(kind, key) DO UPDATE SET"
-                "   state = CASE WHEN jobs.state = 'running' THEN 'running' ELSE 'pending' END,"
-                "   run_after = CASE WHEN jobs.state = 'pending' THEN MIN(jobs.run_after, excluded.run_after)"
-                "                    ELSE excluded.run_after END,"
-                "   attempts = CASE WHEN jobs.state IN ('done', 'failed') THEN 0 ELSE jobs.attempts END,"
-                "   updated_at = excluded.updated_at",
-                (kind, key, now + delay_s, now, now),
-            )
+        conn.execute(
+            "INSERT INTO jobs(kind, key, state, run_after, created_at, updated_at)"
+            " VALUES (?, ?, 'pending', ?, ?, ?)"
+            " ON CONFLICT(kind, key) DO UPDATE SET"
+            "   state = CASE WHEN jobs.state = 'running' THEN 'running' ELSE 'pending' END,"
+            "   run_after = CASE WHEN jobs.state = 'pending' THEN MIN(jobs.run_after, excluded.run_after)"
+            "                    ELSE excluded.run_after END,"
+            "   attempts = CASE WHEN jobs.state IN ('done', 'failed') THEN 0 ELSE jobs.attempts END,"
+            "   updated_at = excluded.updated_at",
+            (kind, key, now + delay_s, now, now),
+        )
 
     def claim_next(self) -> Job | None:
         """Mark the oldest due pending job running and return it."""
