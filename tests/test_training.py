@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -12,9 +13,11 @@ import numpy as np
 import pytest
 
 from daemon.cli import main as hemex_main
+from inference.clinical_variables import ClinicalVariables
 from inference.nifti_io import load_nifti_volume
+from inference.tanioka_preprocessing import geometry_for_shape
 from inference.training.augment import augment_image, oversample_indices
-from inference.training.dataset import expansion_label, load_manifest
+from inference.training.dataset import Case, expansion_label, load_manifest, prepare_images
 from inference.training.metrics import binary_metrics, roc_auc, wilson_interval
 from inference.training.train import TrainConfig, train
 from inference.weights import load_model_with_card
@@ -67,6 +70,24 @@ def test_manifest_and_nifti_geometry(dataset: Path) -> None:
     vol = load_nifti_volume(cases[0].ct_path)
     assert vol.hu.shape == (20, 32, 32) and vol.spacing_mm == (10.0, 8.0, 8.0)
     assert vol.affine_lps[2, 0] > 0  # NIfTI k grows superior -> cranial is the last slice
+
+
+def test_cache_is_not_reused_for_another_mask_with_the_same_case_id(tmp_path: Path) -> None:
+    """An edited mask (or another manifest reusing a case_id) in the same output folder
+    must be preprocessed again, not served the cached image of the old one."""
+    affine = np.diag([8.0, 8.0, 10.0, 1.0])
+    nib.save(nib.Nifti1Image(np.full((32, 32, 20), 60, np.int16), affine), tmp_path / "ct.nii.gz")
+    mask = np.zeros((32, 32, 20), np.uint8)
+    mask[10:14, 10:14, 8:12] = 1
+    nib.save(nib.Nifti1Image(mask, affine), tmp_path / "mask.nii.gz")
+    case = Case("same-id", tmp_path / "ct.nii.gz", tmp_path / "mask.nii.gz", 1, ClinicalVariables())
+    geometry = geometry_for_shape(tiny_spec().input_shape)
+    first = np.load(prepare_images([case], geometry, tmp_path / "cache")[0])
+    mask[4:28, 4:28, 4:16] = 1  # the site redraws a larger mask under the same name
+    nib.save(nib.Nifti1Image(mask, affine), tmp_path / "mask.nii.gz")
+    os.utime(tmp_path / "mask.nii.gz", ns=(1, 2))  # a different mtime even on coarse clocks
+    second = np.load(prepare_images([case], geometry, tmp_path / "cache")[0])
+    assert np.count_nonzero(second) > 2 * np.count_nonzero(first) > 0
 
 
 def test_augmentation_and_oversampling() -> None:

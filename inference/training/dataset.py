@@ -13,6 +13,7 @@ of the intraparenchymal hematoma only (intraventricular blood excluded, study A)
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from inference.clinical_variables import ClinicalVariables
 from inference.model_card import BINARY_VARIABLES, Standardisation
 from inference.nifti_io import load_nifti_mask, load_nifti_volume
 from inference.tanioka_models import CLINICAL_VARIABLES
+from inference.tanioka_preprocessing import ALGORITHM_VERSION as PREPROCESSING_VERSION
 from inference.tanioka_preprocessing import TaniokaGeometry, hematoma_image
 
 # Hematoma expansion: absolute growth > 6 mL or relative growth > 33 % (SEEDS.md).
@@ -110,14 +112,32 @@ def load_manifest(csv_path: Path) -> list[Case]:
     return cases
 
 
+def _files_of(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+
+
+def cache_key(case: Case, geometry: TaniokaGeometry) -> str:
+    """What a cached image depends on, hashed: the preprocessing version and geometry,
+    and each source file's path, size and modification time.
+
+    Keyed by case_id alone, a second manifest reusing an id, an edited mask or a newer
+    preprocessing in the same output folder was silently served the old image.
+    """
+    digest = hashlib.sha256(f"{PREPROCESSING_VERSION}|{geometry!r}".encode())
+    for source in (case.ct_path, case.mask_path):
+        for f in _files_of(source):
+            stat = f.stat()
+            digest.update(f"|{f.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:20]
+
+
 def prepare_images(cases: list[Case], geometry: TaniokaGeometry, cache_dir: Path) -> list[Path]:
-    """Preprocess each case once into ``cache_dir/<case_id>.npy`` (H, W, slices, 1)."""
+    """Preprocess each case once into ``cache_dir`` as (H, W, slices, 1) float32 .npy."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = (f"{geometry.out_px}x{geometry.n_slices}-{geometry.pixel_mm:g}-{geometry.slice_mm:g}"
-           f"-o{geometry.interpolation_order}")
     paths = []
-    for case in tqdm(cases, desc="preprocessing", unit="case"):
-        out = cache_dir / f"{case.case_id}-{key}.npy"
+    for n, case in enumerate(tqdm(cases, desc="preprocessing", unit="case")):
+        # The file name carries no case_id: sites may use identifiers that are PHI.
+        out = cache_dir / f"case{n:05d}-{cache_key(case, geometry)}.npy"
         if not out.exists():
             volume = load_nifti_volume(case.ct_path)
             image = hematoma_image(volume, load_nifti_mask(case.mask_path, volume), geometry)
