@@ -82,11 +82,11 @@ def test_cache_is_not_reused_for_another_mask_with_the_same_case_id(tmp_path: Pa
     nib.save(nib.Nifti1Image(mask, affine), tmp_path / "mask.nii.gz")
     case = Case("same-id", tmp_path / "ct.nii.gz", tmp_path / "mask.nii.gz", 1, ClinicalVariables())
     geometry = geometry_for_shape(tiny_spec().input_shape)
-    first = np.load(prepare_images([case], geometry, tmp_path / "cache")[0])
+    first = np.load(prepare_images([case], geometry, tmp_path / "cache").paths[0])
     mask[4:28, 4:28, 4:16] = 1  # the site redraws a larger mask under the same name
     nib.save(nib.Nifti1Image(mask, affine), tmp_path / "mask.nii.gz")
     os.utime(tmp_path / "mask.nii.gz", ns=(1, 2))  # a different mtime even on coarse clocks
-    second = np.load(prepare_images([case], geometry, tmp_path / "cache")[0])
+    second = np.load(prepare_images([case], geometry, tmp_path / "cache").paths[0])
     assert np.count_nonzero(second) > 2 * np.count_nonzero(first) > 0
 
 

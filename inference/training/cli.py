@@ -4,8 +4,12 @@ evaluate.py."""
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from daemon.config import MaskingSettings
+from daemon.errors import HemexError
 from inference.tanioka_models import ModelSpec
 
 
@@ -21,6 +25,29 @@ def _kernels(text: str) -> tuple[tuple[int, int, int], ...]:
             raise argparse.ArgumentTypeError(f"kernel {k!r} is not AxBxC")
         out.append(parts)
     return tuple(out)  # type: ignore[return-value]
+
+
+def _masking(args: argparse.Namespace) -> MaskingSettings:
+    """The node's masking settings (from --config), used where a case has no mask."""
+    if args.config is None:
+        return MaskingSettings()
+    from daemon.config import load_settings
+
+    return load_settings(args.config).masking
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _reported(run: Command) -> Command:
+    """Bad data (a manifest row, a mask off the CT's grid) ends with its message, not a trace."""
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except HemexError as exc:
+            print(f"hemex {args.command}: {exc}", file=sys.stderr)
+            return 2
+    return wrapped
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -41,7 +68,7 @@ def _run_train(args: argparse.Namespace) -> int:
                                batch_size=args.batch_size, learning_rate=args.lr,
                                val_fraction=args.val_fraction, seed=args.seed,
                                augment=not args.no_augment, keep_every_epoch=args.keep_every_epoch,
-                               verbose=0 if args.quiet else 1))
+                               verbose=0 if args.quiet else 1, masking=_masking(args)))
     print(f"best epoch {result.best_epoch}: validation sensitivity {result.best_sensitivity}, "
           f"AUC {result.best_auc}")
     print(f"best model: {result.best_path} (card: {result.best_path}.card.json, "
@@ -53,7 +80,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from inference.training.evaluate import evaluate, format_metrics
 
     report = evaluate(args.weights, args.data, args.out, threshold=args.threshold,
-                      n_boot=args.bootstrap, seed=args.seed)
+                      n_boot=args.bootstrap, seed=args.seed, masking=_masking(args))
     print(format_metrics(report))
     print(f"wrote {report.roc_png}, {report.calibration_png}, {report.predictions_csv}, "
           f"{report.metrics_json}")
@@ -63,7 +90,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `train` (published recipe: Adam 1e-3, batch 2, 70 epochs) to ``subparsers``."""
     p = subparsers.add_parser("train", help="train the expansion model on a site's own data")
-    p.add_argument("--data", type=Path, required=True, help="manifest CSV (see inference/training/dataset.py)")
+    p.add_argument("--data", type=Path, required=True,
+                   help="manifest CSV: NIfTI or DICOM-folder CTs, optional masks (docs/model.md)")
     p.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, best.keras, card)")
     p.add_argument("--image-only", action="store_true", help="train CNN Model 2 (no clinical variables)")
     p.add_argument("--epochs", type=int, default=70)
@@ -78,7 +106,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--kernels", type=_kernels, default=None, help="default 19x19x7,19x19x7,14x14x5,11x11x4")
     p.add_argument("--padding", choices=("valid", "same"), default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run_train)
+    p.add_argument("--config", type=Path, default=None,
+                   help="config.toml whose [masking] masks cases without a mask (default settings)")
+    p.set_defaults(func=_reported(_run_train))
     return p
 
 
@@ -92,5 +122,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the AUC CI")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_run_evaluate)
+    p.add_argument("--config", type=Path, default=None,
+                   help="config.toml whose [masking] masks cases without a mask (default settings)")
+    p.set_defaults(func=_reported(_run_evaluate))
     return p

@@ -17,8 +17,14 @@ matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from daemon.config import MaskingSettings
 from inference.tanioka_preprocessing import geometry_for_shape
-from inference.training.dataset import clinical_matrix, load_manifest, prepare_images
+from inference.training.dataset import (
+    PreparedImages,
+    clinical_matrix,
+    load_manifest,
+    prepare_images,
+)
 from inference.training.metrics import BinaryMetrics, binary_metrics, roc_curve
 from inference.weights import LoadedModel, load_model_with_card
 
@@ -35,14 +41,17 @@ class EvaluationReport:
     calibration_png: Path
     predictions_csv: Path
     metrics_json: Path
+    masks: str = ""  # where the masks came from (manifest or automatic method)
 
 
-def predict_cases(loaded: LoadedModel, manifest: Path, cache_dir: Path,
-                  batch_size: int = 2) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(case ids, labels, probabilities) of every case in ``manifest``."""
+def predict_cases(loaded: LoadedModel, manifest: Path, cache_dir: Path, batch_size: int = 2,
+                  masking: MaskingSettings | None = None,
+                  ) -> tuple[list[str], np.ndarray, np.ndarray, PreparedImages]:
+    """(case ids, labels, probabilities, prepared images) of every case in ``manifest``."""
     card = loaded.card
     cases = load_manifest(manifest)
-    paths = prepare_images(cases, geometry_for_shape(card.input_shape), cache_dir)
+    prepared = prepare_images(cases, geometry_for_shape(card.input_shape), cache_dir, masking)
+    paths = prepared.paths
     multimodal = card.model_spec().multimodal
     clinical = clinical_matrix(cases, card.standardisation) if multimodal else None
     probs = []
@@ -50,7 +59,8 @@ def predict_cases(loaded: LoadedModel, manifest: Path, cache_dir: Path,
         images = np.stack([np.load(p) for p in paths[start:start + batch_size]])
         inputs = images if clinical is None else [images, clinical[start:start + batch_size]]
         probs.append(np.asarray(loaded.model.predict_on_batch(inputs)).reshape(-1))
-    return [c.case_id for c in cases], np.array([c.label for c in cases]), np.concatenate(probs)
+    return ([c.case_id for c in cases], np.array([c.label for c in cases]), np.concatenate(probs),
+            prepared)
 
 
 def plot_roc(labels: np.ndarray, probs: np.ndarray, auc: float | None, path: Path, title: str) -> None:
@@ -93,6 +103,7 @@ def format_metrics(report: EvaluationReport) -> str:
     return "\n".join([
         f"model: {report.model_name} {report.model_version} ({status})",
         f"cases: {m.n} ({m.n_positive} expansions); threshold {m.threshold}",
+        *([report.masks] if report.masks else []),
         f"sensitivity  {m.sensitivity.text()}  [{m.sensitivity.method}]",
         f"specificity  {m.specificity.text()}  [{m.specificity.method}]",
         f"accuracy     {m.accuracy.text()}  [{m.accuracy.method}]",
@@ -102,23 +113,28 @@ def format_metrics(report: EvaluationReport) -> str:
 
 
 def evaluate(weights: Path, manifest: Path, out_dir: Path, threshold: float = 0.5,
-             n_boot: int = 2000, seed: int = 0) -> EvaluationReport:
-    """Evaluate ``weights`` (with their card) on ``manifest``; write files to ``out_dir``."""
+             n_boot: int = 2000, seed: int = 0,
+             masking: MaskingSettings | None = None) -> EvaluationReport:
+    """Evaluate ``weights`` (with their card) on ``manifest``; write files to ``out_dir``.
+
+    Cases without a mask file are masked by the automatic method ``masking`` names.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded = load_model_with_card(weights)
-    ids, labels, probs = predict_cases(loaded, manifest, out_dir / "cache")
+    ids, labels, probs, prepared = predict_cases(loaded, manifest, out_dir / "cache",
+                                                 masking=masking)
     metrics = binary_metrics(labels, probs, threshold, n_boot=n_boot, seed=seed)
     title = loaded.card.model_name
     report = EvaluationReport(
         metrics=metrics, model_name=loaded.card.model_name, model_version=loaded.card.model_version,
         clinically_validated=loaded.card.clinically_validated, roc_png=out_dir / "roc.png",
         calibration_png=out_dir / "calibration.png", predictions_csv=out_dir / "predictions.csv",
-        metrics_json=out_dir / "metrics.json")
+        metrics_json=out_dir / "metrics.json", masks=prepared.masks_statement())
     plot_roc(labels, probs, metrics.auc.value, report.roc_png, title)
     plot_calibration(labels, probs, report.calibration_png, title)
     with report.predictions_csv.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["case_id", "label", "probability"])
         w.writerows([i, int(y), f"{p:.6f}"] for i, y, p in zip(ids, labels, probs))
-    report.metrics_json.write_text(json.dumps(asdict(metrics), indent=2))
+    report.metrics_json.write_text(json.dumps({**asdict(metrics), "masks": report.masks}, indent=2))
     return report

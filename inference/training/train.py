@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from daemon import __version__
+from daemon.config import MaskingSettings
 from daemon.errors import InvalidInputError
 from inference.model_card import ModelCard, Standardisation, graph_of
 from inference.tanioka_models import CLINICAL_VARIABLES, ModelSpec, build_model
@@ -54,6 +55,8 @@ class TrainConfig:
     keep_every_epoch: bool = False
     threshold: float = 0.5
     verbose: int = 1
+    # The automatic method for cases whose manifest row has no mask.
+    masking: MaskingSettings = field(default_factory=MaskingSettings)
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ class _SelectAndCheckpoint(keras.callbacks.Callback):
 
 
 def _card_factory(config: TrainConfig, scalers: dict[str, Standardisation], n_train: int,
-                  n_val: int, n_pos: int) -> object:
+                  n_val: int, n_pos: int, masks: str) -> object:
     spec = config.spec
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     name = "Multimodal CNN Model 2" if spec.multimodal else "CNN Model 2"
@@ -158,7 +161,7 @@ def _card_factory(config: TrainConfig, scalers: dict[str, Standardisation], n_tr
             architecture=spec.architecture,
             origin=f"trained by hemex {__version__} `hemex train` on {config.manifest.name} at {stamp}",
             training_data=(f"{n_train} training and {n_val} validation cases ({n_pos} expansions) "
-                           f"from {config.manifest}; stratified split, seed {config.seed}"),
+                           f"from {config.manifest}; stratified split, seed {config.seed}; {masks}"),
             intended_use=("research and local validation only; NOT for clinical use until "
                           "validated on an external test set by the responsible clinicians"),
             validation={"internal_validation_n": n_val, "epoch": epoch,
@@ -185,7 +188,8 @@ def train(config: TrainConfig) -> TrainResult:
     if len(val_idx) == 0:
         raise InvalidInputError("no validation cases; add cases or raise val_fraction")
     geometry = geometry_for_shape(config.spec.input_shape)
-    paths = prepare_images(cases, geometry, config.out_dir / "cache")
+    prepared = prepare_images(cases, geometry, config.out_dir / "cache", config.masking)
+    paths = prepared.paths
     train_cases = [cases[i] for i in train_idx]
     scalers = fit_standardisation(train_cases) if config.spec.multimodal else {}
     clinical = clinical_matrix(cases, scalers) if config.spec.multimodal else None
@@ -198,7 +202,8 @@ def train(config: TrainConfig) -> TrainResult:
                        config.batch_size, config.seed, config.augment)
     val_images = np.stack([np.load(paths[i]) for i in val_idx])
     selector = _SelectAndCheckpoint(
-        config, _card_factory(config, scalers, len(train_idx), len(val_idx), int(labels.sum())),
+        config, _card_factory(config, scalers, len(train_idx), len(val_idx), int(labels.sum()),
+                              prepared.masks_statement()),
         val_images, clinical[val_idx] if clinical is not None else None, labels[val_idx])
     model.fit(seq, epochs=config.epochs, callbacks=[selector], verbose=config.verbose)
     return TrainResult(best_path=config.out_dir / "best.keras",
