@@ -11,6 +11,11 @@ Error contract
 --------------
 - ``send_batch`` returns one outcome per path, in order: ``None`` when delivered, a
   ``DeliveryError`` (retried later) or a ``PermanentDeliveryError`` (dead letter).
+- ``send_batch`` calls ``on_outcome(index, outcome)``, when given, as soon as an item's
+  outcome is known and before the next item is sent, so the outbox commits each
+  delivery at once: a crash mid-batch then re-sends at most the item whose success was
+  not yet committed, not every item the peer already took. Outcomes it was not called
+  for are taken from the returned list.
 - ``send_batch`` may instead raise ``DeliveryError`` to say that nothing in the batch was
   sent (e.g. the association was refused); every item then counts one failed attempt.
 - ``send`` returns when delivered and raises ``DeliveryError`` /
@@ -20,20 +25,22 @@ Error contract
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from daemon.errors import DeliveryError
 
 Outcome = DeliveryError | None
+OutcomeCallback = Callable[[int, Outcome], None]
 
 
 @runtime_checkable
 class DeliveryChannel(Protocol):
     """Sends a batch of stored files to one named destination."""
 
-    def send_batch(self, destination: str, paths: Sequence[Path]) -> list[Outcome]:
+    def send_batch(self, destination: str, paths: Sequence[Path],
+                   on_outcome: OutcomeCallback | None = None) -> list[Outcome]:
         ...
 
 
@@ -55,15 +62,18 @@ class PerItemBatchChannel:
     def __init__(self, channel: SingleItemChannel) -> None:
         self.channel = channel
 
-    def send_batch(self, destination: str, paths: Sequence[Path]) -> list[Outcome]:
+    def send_batch(self, destination: str, paths: Sequence[Path],
+                   on_outcome: OutcomeCallback | None = None) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        for path in paths:
+        for index, path in enumerate(paths):
             try:
                 self.channel.send(destination, path)
             except DeliveryError as exc:
                 outcomes.append(exc)
             else:
                 outcomes.append(None)
+            if on_outcome is not None:
+                on_outcome(index, outcomes[-1])
         return outcomes
 
 

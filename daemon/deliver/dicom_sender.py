@@ -24,7 +24,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 
 from daemon.config import DicomDestination, Settings
-from daemon.deliver.channel import Outcome
+from daemon.deliver.channel import Outcome, OutcomeCallback
 from daemon.errors import DeliveryError, PermanentDeliveryError
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,10 @@ class DicomStoreChannel:
     def __init__(self, destinations: Sequence[DicomDestination]) -> None:
         self._destinations = {d.name: d for d in destinations}
 
-    def send_batch(self, destination: str, paths: Sequence[Path]) -> list[Outcome]:
-        """Send ``paths`` to ``destination`` over one association.
+    def send_batch(self, destination: str, paths: Sequence[Path],
+                   on_outcome: OutcomeCallback | None = None) -> list[Outcome]:
+        """Send ``paths`` to ``destination`` over one association; ``on_outcome(index,
+        outcome)`` hears of each C-STORE's outcome before the next object is sent.
 
         Raises
         ------
@@ -107,6 +109,8 @@ class DicomStoreChannel:
         try:
             for index, dataset in datasets.items():
                 outcomes[index] = self._store(assoc, destination, dataset)
+                if on_outcome is not None:
+                    on_outcome(index, outcomes[index])
         finally:
             if assoc.is_established:
                 assoc.release()

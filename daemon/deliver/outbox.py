@@ -11,8 +11,9 @@ Promises
   ``retry_max_s``; a ``PermanentDeliveryError``, a missing file, an unknown channel or
   ``max_attempts`` failures move the item to the dead-letter list (state ``dead``),
   logged with the reason and listed by ``dead_letters()`` until ``retry_dead()``.
-- At-least-once: an item is marked delivered right after its peer accepted it; only a
-  crash between the peer's success and that commit can send it again.
+- At-least-once: an item is marked delivered right after its peer accepted it, before
+  the next item of the batch is sent (the channel's ``on_outcome``); only a crash
+  between the peer's success and that commit can send it again.
 """
 
 from __future__ import annotations
@@ -156,17 +157,26 @@ class Outbox:
         if not sendable:
             return
         paths = [Path(item["path"]) for item in sendable]
+        recorded: set[int] = set()
+
+        def record_now(index: int, outcome: DeliveryError | None) -> None:
+            # Committed before the next item goes out: a crash later in the batch does not
+            # send this one again.
+            self._record(sendable[index], outcome, result)
+            recorded.add(index)
+
         started = time.monotonic()
         try:
-            outcomes: Sequence[DeliveryError | None] = channel.send_batch(destination, paths)
+            outcomes: Sequence[DeliveryError | None] = channel.send_batch(destination, paths, record_now)
         except DeliveryError as exc:  # nothing in the batch went out
             outcomes = [exc] * len(sendable)
         if len(outcomes) != len(sendable):
             raise RuntimeError(f"channel {channel_name} returned {len(outcomes)} outcomes for {len(sendable)} items")
         log.debug("batch sent channel=%s destination=%s items=%d seconds=%.3f", channel_name,
                   destination, len(sendable), time.monotonic() - started)
-        for item, outcome in zip(sendable, outcomes):
-            self._record(item, outcome, result)
+        for index, (item, outcome) in enumerate(zip(sendable, outcomes)):
+            if index not in recorded:
+                self._record(item, outcome, result)
 
     def _record(self, item, outcome: DeliveryError | None, result: DeliveryPassResult) -> None:  # type: ignore[no-untyped-def]
         now = self._clock()
