@@ -8,8 +8,9 @@ copy of one 256 x 256 x 80 float32 array (the model input), and the preprocessin
 
 Usage (CPU, e.g. the 2-core dev machine):
     KERAS_BACKEND=tensorflow .venv/bin/python -m bench.bench_inference --device cpu
-GPU host (the device tool's machine; install the `gpu` extra, or run with a jax/torch
-backend that sees the GPU):
+GPU host (the device tool's machine; install the `gpu` extra after removing
+tensorflow-cpu, which provides the same module, or run with a jax/torch backend that
+sees the GPU):
     KERAS_BACKEND=tensorflow .venv/bin/python -m bench.bench_inference --device gpu --repeats 5
 """
 
