@@ -53,6 +53,21 @@ def _check_matches_card(model: keras.Model, card: ModelCard, path: Path) -> None
         raise ModelError(f"{path.name}: model output {tuple(model.outputs[0].shape)} is not (None, 1)")
 
 
+def _image_input_first(model: keras.Model, card: ModelCard) -> tuple[keras.Model, bool]:
+    """``model`` taking [image, clinical], wrapping one saved as [clinical, image].
+
+    A full model brings its own input order, which the paper does not state; the
+    predictor and evaluation always pass the image first.
+    """
+    spec = card.model_spec()
+    swapped = [(None, spec.n_clinical), (None, *spec.input_shape)]
+    if not spec.multimodal or _input_shapes(model) != swapped:
+        return model, False
+    image = keras.Input(shape=spec.input_shape, name="image")
+    clinical = keras.Input(shape=(spec.n_clinical,), name="clinical")
+    return keras.Model([image, clinical], model([clinical, image]), name=model.name), True
+
+
 def _is_full_model_h5(path: Path) -> bool:
     with h5py.File(path, "r") as f:
         return "model_config" in f.attrs
@@ -108,6 +123,9 @@ def load_model_with_card(path: Path) -> LoadedModel:
             model = _load_into_built(path, card)
     else:
         raise ModelError(f"{path.name}: unknown weights format (use .keras, .weights.h5 or .h5)")
+    model, reordered = _image_input_first(model, card)
+    if reordered:
+        method += ", inputs saved as [clinical, image], reordered"
     _check_matches_card(model, card, path)
     return LoadedModel(model=model, card=card, path=path, load_method=method)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
 from daemon.errors import ModelError
 from inference.model_card import load_model_card
-from inference.weights import _load_into_built, load_model_with_card
+from inference.tanioka_models import build_model
+from inference.weights import _load_into_built, load_model_with_card, save_model_with_card
 from tests.support.tiny_expansion_model import TINY_SHAPE, save_tiny, tiny_card, tiny_spec
 
 
@@ -36,6 +38,20 @@ def test_full_model_hdf5_also_loads_by_topology_into_card_graph(tmp_path: Path) 
     rebuilt = _load_into_built(tmp_path / "authors_style.h5", tiny_card(tiny_spec()))
     x = _inputs()
     assert np.array_equal(np.asarray(original.predict_on_batch(x)), np.asarray(rebuilt.predict_on_batch(x)))
+
+
+def test_full_model_taking_clinical_first_is_reordered(tmp_path: Path) -> None:
+    """The paper does not say in which order the authors' model takes its two inputs."""
+    built = build_model(tiny_spec())
+    image_in = keras.Input(shape=TINY_SHAPE, name="image_in")
+    clinical_in = keras.Input(shape=(5,), name="clinical_in")
+    clinical_first = keras.Model([clinical_in, image_in], built([image_in, clinical_in]))
+    save_model_with_card(clinical_first, tiny_card(tiny_spec()), tmp_path / "theirs.h5")
+    loaded = load_model_with_card(tmp_path / "theirs.h5")
+    x, c = _inputs()
+    assert np.allclose(np.asarray(loaded.model.predict_on_batch([x, c])),
+                       np.asarray(clinical_first.predict_on_batch([c, x])), atol=1e-6)
+    assert "reordered" in loaded.load_method
 
 
 def test_missing_card_is_a_model_error(tmp_path: Path) -> None:
