@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from daemon.alert.alert_message import NOT_VALIDATED_NOTICE
+from daemon.alert.alert_message import NOT_VALIDATED_NOTICE, build_alert_payload, email_body
 from daemon.alert.dispatch import queue_alert
-from daemon.alert.rules import REASON_EXPANSION_RISK, REASON_VOLUME, decide_alert
+from daemon.alert.rules import REASON_EXPANSION_RISK, REASON_VOLUME, AlertDecision, decide_alert
+from daemon.analysis.risk import prediction_unavailable_reason
 from daemon.analysis.study_analysis import StudyAnalysis, StudyIdentity
 from daemon.config import AlertSettings, EmailSettings, OutboxSettings, WebhookTarget
 from daemon.deliver.email_sender import EmailChannel
@@ -157,6 +159,17 @@ def test_below_threshold_no_alert(tmp_path: Path, smtp: SmtpReceiver, webhook: H
     assert node.outbox.counts_by_state() == {}
     assert node.db.query("SELECT COUNT(*) AS n FROM alerts")[0]["n"] == 0
     assert not (tmp_path / "results" / "alerts").exists()
+
+
+def test_alert_without_a_prediction_says_why() -> None:
+    no_model = build_alert_payload(analysis(42.0), AlertDecision("k", (REASON_VOLUME,), "unknown"))
+    assert no_model["expansion"] is None
+    assert no_model["expansion_unavailable"] == "no validated expansion model configured"
+    assert "not available (no validated expansion model configured)" in email_body(no_model)
+    reason = prediction_unavailable_reason(True, ("pt_inr",))
+    not_run = build_alert_payload(replace(analysis(42.0), prediction_unavailable=reason),
+                                  AlertDecision("k", (REASON_VOLUME,), "unknown"))
+    assert not_run["expansion_unavailable"] == reason and "pt_inr" in email_body(not_run)
 
 
 def test_unvalidated_prediction_never_triggers_a_risk_alert() -> None:

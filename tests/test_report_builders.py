@@ -20,6 +20,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from daemon.analysis.risk import prediction_unavailable_reason
 from daemon.analysis.study_analysis import StudyAnalysis, StudyIdentity
 from daemon.config import ReportSettings
 from daemon.errors import ReportBuildError
@@ -448,3 +449,11 @@ def test_learned_masking_methods_are_named_artificial_intelligence() -> None:
     seg = build_segmentation(images, _volume(images), mask, SETTINGS, "0.1.0")
     algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
     assert algorithm.AlgorithmFamilyCodeSequence[0].CodeMeaning == "Artificial Intelligence"
+
+
+def test_a_configured_model_that_could_not_run_is_not_called_absent(built):
+    reason = prediction_unavailable_reason(True, ("pt_inr", "hours_onset_to_ct"))
+    analysis = replace(built["final"], prediction_unavailable=reason)
+    sr = build_measurement_report(analysis, built["headers"], built["seg"], SETTINGS)
+    assert _text_items(sr, "Model statement") == [reason]
+    assert "pt_inr, hours_onset_to_ct" in reason and NO_MODEL_STATEMENT not in sr_texts(sr)

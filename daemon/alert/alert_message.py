@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from daemon.alert.rules import AlertDecision
+from daemon.analysis.risk import NO_MODEL_CONFIGURED
 from daemon.analysis.study_analysis import StudyAnalysis
 
 SCHEMA = "hemex.alert/1"
@@ -91,6 +92,8 @@ def build_alert_payload(analysis: StudyAnalysis, decision: AlertDecision,
             "method": {"name": measurements.method_name, "version": measurements.method_version},
         },
         "expansion": expansion,
+        "expansion_unavailable": None if expansion is not None else (
+            analysis.prediction_unavailable or NO_MODEL_CONFIGURED),
         "brain_score": brain_score,
     }
 
@@ -134,7 +137,7 @@ def email_body(payload: dict[str, Any]) -> str:
         if expansion["not_clinically_validated"]:
             lines.append(f"                   {NOT_VALIDATED_NOTICE}")
     else:
-        lines.append("Expansion risk:    not available")
+        lines.append(f"Expansion risk:    not available ({payload['expansion_unavailable']})")
     brain = payload["brain_score"]
     if brain is not None:
         points = "incomplete" if brain["points"] is None else f"{brain['points']} points"

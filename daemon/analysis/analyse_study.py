@@ -21,7 +21,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from daemon import __version__
-from daemon.analysis.risk import PREDICTOR_VARIABLES, risk_category
+from daemon.analysis.risk import PREDICTOR_VARIABLES, prediction_unavailable_reason, risk_category
 from daemon.analysis.study_analysis import Completion, StudyAnalysis, StudyIdentity
 from daemon.assemble.series_selection import SeriesCandidate, select_series
 from daemon.config import Settings
@@ -201,6 +201,8 @@ class StudyAnalyser:
             completion=completion,
             risk_category=risk_category(prediction, self._settings.prediction.risk_threshold),
             software_version=__version__,
+            prediction_unavailable=None if prediction is not None else prediction_unavailable_reason(
+                self._predictor is not None, missing),
         )
         log.info(
             "study analysed study=%s completion=%s volume_ml=%.1f risk=%s missing=%s stages=%s",

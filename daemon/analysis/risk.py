@@ -15,6 +15,17 @@ PREDICTOR_VARIABLES: tuple[str, ...] = (
 )
 
 
+NO_MODEL_CONFIGURED = "no validated expansion model configured"
+
+
+def prediction_unavailable_reason(model_configured: bool, missing: tuple[str, ...]) -> str:
+    """Why no expansion probability was made, in the words the SR and alert use."""
+    if not model_configured:
+        return NO_MODEL_CONFIGURED
+    return ("expansion model not run: clinical variables missing ("
+            + ", ".join(missing) + ") and no image-only model configured")
+
+
 def risk_category(prediction: ExpansionPrediction | None, threshold: float) -> RiskCategory:
     """``high``/``low`` only for clinically validated weights; otherwise say why not."""
     if prediction is None:

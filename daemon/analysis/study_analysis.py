@@ -39,3 +39,5 @@ class StudyAnalysis:
     completion: Completion
     risk_category: RiskCategory
     software_version: str
+    # Why ``prediction`` is None (no model configured, or variables it needs missing).
+    prediction_unavailable: str | None = None

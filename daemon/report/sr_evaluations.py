@@ -13,13 +13,13 @@ import highdicom as hd
 from highdicom.sr import CodedConcept
 from pydicom.sr.coding import Code
 
-from daemon.analysis.risk import PREDICTOR_VARIABLES
+from daemon.analysis.risk import NO_MODEL_CONFIGURED, PREDICTOR_VARIABLES
 from daemon.analysis.study_analysis import StudyAnalysis
 from daemon.report import codes
 from inference.scores.brain_score import BrainScore
 
 NOT_VALIDATED_STATEMENT = "not clinically validated - not for clinical decisions"
-NO_MODEL_STATEMENT = "no validated expansion model configured"
+NO_MODEL_STATEMENT = NO_MODEL_CONFIGURED
 
 _CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
 
@@ -35,7 +35,7 @@ def model_statements(analysis: StudyAnalysis) -> list[str]:
     """What the report must say about the expansion model, in plain words."""
     prediction = analysis.prediction
     if prediction is None:
-        return [NO_MODEL_STATEMENT]
+        return [analysis.prediction_unavailable or NO_MODEL_STATEMENT]
     if not prediction.clinically_validated:
         return [NOT_VALIDATED_STATEMENT]
     return []
