@@ -144,6 +144,9 @@ class ReportSettings(_Section):
     station_name: str = "HEMEX"
     sr_series_number: int = 9701
     seg_series_number: int = 9702
+    # Key Object Selection flagging the slice where the hematoma is largest.
+    kos_series_number: int = 9703
+    send_key_images: bool = True
     # Check every SR/SEG with dicom3tools' dciodvfy (and SRs with pixelmed's
     # DicomSRValidator) before it is sent; a tool that is not installed is skipped
     # with a warning. Adds ~10 s of CPU per SR (a JVM start).

@@ -11,6 +11,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 
@@ -65,9 +66,16 @@ def test_ct_in_sr_and_seg_out_alert_sent(tmp_path: Path, orthanc: Orthanc, smtp:
     node.start()
     try:
         storescu(node.dicom_port, phantom.paths)
-        wait_until(lambda: len(orthanc.instances()) >= 2, timeout_s=180, interval_s=0.5)
+        wait_until(lambda: len(orthanc.instances()) >= 3, timeout_s=180, interval_s=0.5)
         objects = _orthanc_objects(orthanc)
-        assert set(objects) == {"SR", "SEG"}
+        assert set(objects) == {"SR", "SEG", "KO"}
+        # The key image is the slice where the hematoma is largest (two tie at the centre).
+        areas = phantom.hematoma.sum(axis=(1, 2))
+        largest = {pydicom.dcmread(phantom.paths[i], stop_before_pixels=True).SOPInstanceUID
+                   for i in np.flatnonzero(areas >= 0.97 * areas.max())}
+        key_image = objects["KO"].CurrentRequestedProcedureEvidenceSequence[0] \
+            .ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        assert key_image in largest
         sr, seg = objects["SR"], objects["SEG"]
         assert sr.StudyInstanceUID == seg.StudyInstanceUID == phantom.study_uid
         assert sr.CompletionFlag == "COMPLETE"
@@ -86,7 +94,7 @@ def test_ct_in_sr_and_seg_out_alert_sent(tmp_path: Path, orthanc: Orthanc, smtp:
         # Sent once per study: a second pass of everything sends nothing new.
         node.outbox.deliver_due()
         assert len(webhook.requests) == 1 and len(smtp.messages) == 1
-        assert len(orthanc.instances()) == 2
+        assert len(orthanc.instances()) == 3
         # A crash after publishing but before the job was marked done runs the job again:
         # it finds its result and makes no second SR.
         outbox_rows = node.db.query("SELECT COUNT(*) AS n FROM outbox")[0]["n"]
@@ -120,8 +128,8 @@ def test_pacs_down_receives_everything_when_back(tmp_path: Path, smtp: SmtpRecei
         wait_until(lambda: node.outbox.counts_by_state().get("pending", 0) >= 2
                    and _attempted(node), timeout_s=120, interval_s=0.5)
         orthanc = start_orthanc(tmp_path / "late-orthanc", dicom_port=pacs_port)
-        wait_until(lambda: len(orthanc.instances()) >= 2, timeout_s=60, interval_s=0.5)
-        assert {str(orthanc.instance_tags(i)["Modality"]) for i in orthanc.instances()} == {"SR", "SEG"}
+        wait_until(lambda: len(orthanc.instances()) >= 3, timeout_s=60, interval_s=0.5)
+        assert {str(orthanc.instance_tags(i)["Modality"]) for i in orthanc.instances()} == {"SR", "SEG", "KO"}
     finally:
         node.stop()
         if orthanc is not None:

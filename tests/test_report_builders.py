@@ -24,6 +24,7 @@ from daemon.analysis.risk import prediction_unavailable_reason
 from daemon.analysis.study_analysis import StudyAnalysis, StudyIdentity
 from daemon.config import ReportSettings
 from daemon.errors import ReportBuildError
+from daemon.report.key_image_builder import build_key_images
 from daemon.report.seg_builder import build_segmentation
 from daemon.report.sr_builder import (
     NO_MODEL_STATEMENT,
@@ -457,3 +458,21 @@ def test_a_configured_model_that_could_not_run_is_not_called_absent(built):
     sr = build_measurement_report(analysis, built["headers"], built["seg"], SETTINGS)
     assert _text_items(sr, "Model statement") == [reason]
     assert "pt_inr, hours_onset_to_ct" in reason and NO_MODEL_STATEMENT not in sr_texts(sr)
+
+
+def test_key_images_point_at_the_largest_hematoma_slice(built):
+    mask = _mask()
+    mask.mask[5, 10:35, 10:40] = True  # slice 5 now holds the most hematoma
+    kos = build_key_images(built["preliminary"], built["headers"], built["volume"], mask, SETTINGS)
+    assert kos is not None
+    back = _read_back(kos)
+    assert back.Modality == "KO" and back.SeriesNumber == SETTINGS.kos_series_number
+    referenced = [str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+                  for item in walk_content(back) if item.ValueType == "IMAGE"]
+    assert referenced == [built["volume"].sop_instance_uids[5]]
+    assert back.ConceptNameCodeSequence[0].CodeValue == "113000"  # Of Interest
+    description = " ".join(sr_texts(back))
+    assert "threshold 1.0.0" in description and "1.5 mL" in description
+    validate_report_objects([kos], require_tools=True)
+    assert build_key_images(built["preliminary"], built["headers"], built["volume"], _mask(empty=True),
+                            SETTINGS) is None

@@ -27,6 +27,7 @@ from daemon.analysis.study_analysis import StudyAnalysis
 from daemon.audit_log import audit
 from daemon.config import Settings
 from daemon.deliver.outbox import Outbox
+from daemon.report.key_image_builder import build_key_images
 from daemon.report.seg_builder import build_segmentation
 from daemon.report.sr_builder import build_measurement_report
 from daemon.report.validation import validate_report_objects, write_dataset
@@ -78,17 +79,25 @@ class ResultPublisher:
                                                   settings.report, analysis.software_version)
             sr = build_measurement_report(analysis, analysed.source_images, segmentation, settings.report,
                                           predecessor_sr=predecessor_sr)
-        objects = [sr] if reuse_segmentation is not None else [sr, segmentation]
+            key_images = None
+            if reuse_segmentation is None and settings.report.send_key_images:
+                key_images = build_key_images(analysis, analysed.source_images, analysed.volume,
+                                              analysed.mask, settings.report)
+        # Sent in this order: what the SR references reaches PACS before the SR.
+        objects: list[tuple[str, Dataset]] = [("sr.dcm", sr)]
+        if reuse_segmentation is None:
+            objects.insert(0, ("seg.dcm", segmentation))
+        if key_images is not None:
+            objects.insert(-1, ("key-images.dcm", key_images))
         if settings.report.validate_with_dicom3tools:
             with timer.stage("validate"):
-                validate_report_objects(objects)
+                validate_report_objects([ds for _, ds in objects])
 
         folder = results_folder(settings.results_dir, analysis.identity.handle, analysis.completion)
-        sr_path = folder / "sr.dcm"
-        write_dataset(sr, sr_path)
-        seg_path = folder / "seg.dcm"
+        for name, ds in objects:
+            write_dataset(ds, folder / name)
+        sr_path, seg_path = folder / "sr.dcm", folder / "seg.dcm"
         if reuse_segmentation is None:
-            write_dataset(segmentation, seg_path)
             write_atomically(folder / "mask.nii.gz",
                              mask_to_nifti(analysed.volume, analysed.mask).to_bytes())
         summary = summary_of(analysed)
@@ -107,11 +116,9 @@ class ResultPublisher:
             conn.execute("UPDATE studies SET state = 'analysed', updated_at = ? WHERE study_uid = ?",
                          (time.time(), study_uid))
             for destination in settings.destinations:
-                if reuse_segmentation is None:
-                    self._outbox.enqueue("dicom", destination.name, str(segmentation.SOPInstanceUID),
-                                         seg_path, study_uid, conn=conn)
-                self._outbox.enqueue("dicom", destination.name, str(sr.SOPInstanceUID), sr_path,
-                                     study_uid, conn=conn)
+                for name, ds in objects:
+                    self._outbox.enqueue("dicom", destination.name, str(ds.SOPInstanceUID), folder / name,
+                                         study_uid, conn=conn)
             if self._hl7_result_writer is not None:
                 self._hl7_result_writer(analysis, folder, conn)
             queue_alert(self._db, self._outbox, analysis, settings.alerts, settings.results_dir, conn=conn)

@@ -131,19 +131,22 @@ def _as_segmentation(segmentation: hd.seg.Segmentation | Dataset | None) -> hd.s
     return hd.seg.Segmentation.from_dataset(segmentation, copy=False)
 
 
-def _observation_context(settings: ReportSettings) -> hd.sr.ObservationContext:
+def device_observer(settings: ReportSettings) -> hd.sr.ObserverContext:
+    """hemex as the observing device (the SR and the key-image document name it alike)."""
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=derived_uid(settings, "hemex-device", settings.station_name),
         name=settings.station_name,
         manufacturer_name=settings.manufacturer,
         model_name=MANUFACTURER_MODEL_NAME,
     )
-    return hd.sr.ObservationContext(
-        observer_device_context=hd.sr.ObserverContext(
-            observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
-            observer_identifying_attributes=device,
-        )
+    return hd.sr.ObserverContext(
+        observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
+        observer_identifying_attributes=device,
     )
+
+
+def _observation_context(settings: ReportSettings) -> hd.sr.ObservationContext:
+    return hd.sr.ObservationContext(observer_device_context=device_observer(settings))
 
 
 def _referenced_segment(seg: hd.seg.Segmentation, series_uid: str) -> hd.sr.ReferencedSegment:
