@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -63,6 +64,8 @@ class Node:
         self._dicom_acceptor: threading.Thread | None = None
         self._metrics: MetricsServer | None = None
         self._stopped = threading.Event()
+        self._stop_requested = False  # set by the SIGTERM/SIGINT handler
+        self._signal_handlers_installed = False
 
     @property
     def dicom_port(self) -> int:
@@ -116,12 +119,32 @@ class Node:
         self._stopped.set()
         log.info("node stopped")
 
-    def wait_for_shutdown_signal(self) -> None:
-        """Block until SIGTERM or SIGINT, then stop cleanly."""
-        done = threading.Event()
+    def handle_shutdown_signals(self) -> None:
+        """From now on SIGTERM and SIGINT ask the node to stop (main thread only).
+
+        Called before ``start()``, so a node whose ports answer already honours them.
+        """
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: done.set())
-        done.wait()
+            signal.signal(sig, self._request_stop)
+        self._signal_handlers_installed = True
+
+    def _request_stop(self, *_: object) -> None:
+        # Only a flag: Event.set() here could deadlock on the Event's own lock if the
+        # main thread is inside Event.wait() when the handler runs.
+        self._stop_requested = True
+
+    def wait_for_shutdown_signal(self) -> None:
+        """Block until SIGTERM or SIGINT, then stop cleanly.
+
+        The wait wakes every half second. The kernel may hand a process signal to any
+        thread; its Python handler then runs only when the main thread next executes
+        bytecode, which an untimed wait never does (``hemex serve`` slept through a
+        SIGTERM sent right after start-up).
+        """
+        if not self._signal_handlers_installed:
+            self.handle_shutdown_signals()
+        while not self._stop_requested:
+            time.sleep(0.5)
         self.stop()
 
 

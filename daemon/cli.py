@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.logging, settings.log_dir)
     log.info("hemex %s starting settings=%s", __version__, json.dumps(settings.redacted()))
     node = Node(settings)
+    node.handle_shutdown_signals()  # before the ports open: a reachable node honours SIGTERM
     node.start()
     node.wait_for_shutdown_signal()
     return 0
