@@ -1,11 +1,12 @@
 """kill -9 the DICOM listener at random moments while a scanner sends; count what survived.
 
-The node (daemon/app.py) was not runnable end to end when this was written, so the
-process under test is the listener alone (start_listener + InstanceStore, the node's own
-receive path) in a subprocess. A pynetdicom SCU sends synthetic tiny CT slices and
-records each SOP Instance UID the listener acknowledged with 0x0000; after each kill
-the listener restarts on the same data dir and every acknowledged instance must be in
-the database and its spool file must decode. Unacknowledged ones are re-sent.
+The process under test is the listener alone (start_listener + InstanceStore, the
+node's own receive path) in a subprocess; bench/kill_loop_node.py kills the whole node
+(`hemex serve`) while it also analyses and delivers. A pynetdicom SCU sends synthetic
+tiny CT slices and records each SOP Instance UID the listener acknowledged with 0x0000;
+after each kill the listener restarts on the same data dir and every acknowledged
+instance must be in the database and its spool file must decode. Unacknowledged ones
+are re-sent.
 
 Usage: .venv/bin/python -m bench.kill_loop [--kills 20] [--images 400] [--seed 1]
 """
