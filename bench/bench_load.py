@@ -22,6 +22,7 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from bench.kill_loop import _free_port, _start
+from tests.support.peers import DCMTK_ENV
 from tests.test_dicom_listener import tiny_ct
 
 
@@ -57,7 +58,8 @@ def send_concurrently(port: int, folders: list[Path]) -> tuple[float, int]:
     start = time.monotonic()
     procs = [subprocess.Popen(["storescu", "-aet", "STORESCU", "-aec", "HEMEX", "+sd", "-nh",
                                "127.0.0.1", str(port), str(folder)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for folder in folders]
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=DCMTK_ENV)
+             for folder in folders]
     failures = sum(proc.wait(timeout=600) != 0 for proc in procs)
     return time.monotonic() - start, failures
 
@@ -78,7 +80,7 @@ def run_storescp(work: Path, folders: list[Path]) -> tuple[float, int, int]:
     out = work / f"storescp-{len(folders)}"
     out.mkdir()
     proc = subprocess.Popen(["storescp", "-aet", "HEMEX", "-od", str(out), "--fork",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
     try:
         import socket
 
