@@ -16,8 +16,9 @@ import pydicom
 import pytest
 
 from daemon.app import Node
-from daemon.config import load_settings
+from daemon.config import Settings
 from tests.support.alert_peers import HttpReceiver, SmtpReceiver
+from tests.support.node_settings import loopback_node_settings
 from tests.support.peers import Orthanc, free_port, wait_until
 from tests.support.phantoms import make_head_ct_series
 from tests.support.sr_reading import sr_numeric_values
@@ -25,22 +26,15 @@ from tests.support.sr_reading import sr_numeric_values
 VOLUME_TOLERANCE = 0.10  # measured planimetry volume within 10 % of the phantom's voxelised truth
 
 
-def _node_settings(tmp_path: Path, orthanc: Orthanc, smtp: SmtpReceiver, webhook: HttpReceiver, **hl7: object):
-    return load_settings(
-        None,
-        data_dir=tmp_path / "node",
-        dicom={"host": "127.0.0.1", "port": free_port(), "allowed_calling_ae_titles": ["STORESCU"]},
-        series={"quiet_period_s": 1.0},
-        destinations=[{"name": "pacs", "ae_title": orthanc.ae_title, "host": "127.0.0.1",
-                       "port": orthanc.dicom_port}],
-        outbox={"poll_interval_s": 0.5, "retry_initial_s": 0.5, "retry_max_s": 2.0},
+def _node_settings(tmp_path: Path, orthanc: Orthanc, smtp: SmtpReceiver, webhook: HttpReceiver) -> Settings:
+    return loopback_node_settings(
+        tmp_path / "node", orthanc,
         alerts={
             "min_volume_ml": 10.0,
             "webhooks": [{"name": "oncall", "url": webhook.url, "token": "s3cret-token"}],
             "email": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": smtp.port,
                       "sender": "hemex@test.invalid", "recipients": ["oncall@test.invalid"]},
         },
-        hl7={"host": "127.0.0.1", "port": free_port(), "wait_for_clinical_s": 0.0, **hl7},
     )
 
 

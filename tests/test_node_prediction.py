@@ -19,11 +19,11 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from daemon.app import Node
-from daemon.config import load_settings
 from daemon.report.sr_evaluations import NOT_VALIDATED_STATEMENT
 from tests.support.alert_peers import HttpReceiver
 from tests.support.hl7_peers import MllpClient, adt, msa, obx, oru
-from tests.support.peers import Orthanc, free_port, wait_until
+from tests.support.node_settings import loopback_node_settings
+from tests.support.peers import Orthanc, wait_until
 from tests.support.phantoms import make_head_ct_series
 from tests.support.sr_reading import walk_content
 from tests.support.tiny_expansion_model import save_tiny
@@ -66,19 +66,12 @@ def test_node_reports_the_tiny_unvalidated_model_and_raises_no_risk_alert(
     save_tiny(weights, validated=False)
     ct = make_head_ct_series(tmp_path / "ct", slices=24, rows=64, pixel_mm=3.6, slice_mm=5.0,
                              hematoma_radii_mm=(20.0, 16.0, 14.0), patient_id=PATIENT)
-    settings = load_settings(
-        None,
-        data_dir=tmp_path / "node",
-        dicom={"host": "127.0.0.1", "port": free_port(), "allowed_calling_ae_titles": ["STORESCU"]},
-        series={"quiet_period_s": 1.0},
-        destinations=[{"name": "pacs", "ae_title": orthanc.ae_title, "host": "127.0.0.1",
-                       "port": orthanc.dicom_port}],
-        outbox={"poll_interval_s": 0.5, "retry_initial_s": 0.5, "retry_max_s": 2.0},
+    settings = loopback_node_settings(
+        tmp_path / "node", orthanc,
         report={"validate_with_dicom3tools": False},  # test_report_builders validates
         prediction={"weights_path": str(weights), "device": "cpu", "risk_threshold": 0.0},
         alerts={"min_volume_ml": 100000.0, "on_high_expansion_risk": True,
                 "webhooks": [{"name": "oncall", "url": webhook.url}]},
-        hl7={"host": "127.0.0.1", "port": 0, "wait_for_clinical_s": 0.0},
     )
     node = Node(settings)
     node.start()
