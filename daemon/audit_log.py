@@ -13,13 +13,15 @@ import os
 import time
 from pathlib import Path
 
+from daemon.state.atomic_files import ensure_private_dir
+
 _audit_logger = logging.getLogger("hemex.audit")
 _audit_logger.propagate = False
 
 
 def configure_audit_log(log_dir: Path) -> Path:
     """Send audit records to ``log_dir/audit.log`` (append-only)."""
-    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_dir(log_dir)
     path = log_dir / "audit.log"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.close(fd)

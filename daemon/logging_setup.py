@@ -10,6 +10,7 @@ from pathlib import Path
 
 from daemon.audit_log import configure_audit_log
 from daemon.config import LoggingSettings
+from daemon.state.atomic_files import ensure_private_dir
 
 
 class _JsonFormatter(logging.Formatter):
@@ -33,7 +34,7 @@ class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
 def configure_logging(settings: LoggingSettings, log_dir: Path) -> None:
     """Configure the root logger and the audit log under ``log_dir``."""
-    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_dir(log_dir)
     formatter: logging.Formatter = (
         _JsonFormatter() if settings.json_format
         else logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")

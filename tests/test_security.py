@@ -69,11 +69,14 @@ def test_data_dir_database_and_spool_are_private(tmp_path: Path) -> None:
 
 
 def test_log_files_are_private(tmp_path: Path, restore_logging: None) -> None:
-    configure_logging(LoggingSettings(), tmp_path / "logs")
+    # `hemex serve` configures logging first, so the logs folder's parent is the data
+    # directory, created here: it must be private too (it was 0755 from mkdir(parents)).
+    configure_logging(LoggingSettings(), tmp_path / "data" / "logs")
     logging.getLogger("hemex.test").warning("probe")
-    assert _mode(tmp_path / "logs") == 0o700
-    assert _mode(tmp_path / "logs" / "hemex.log") == 0o600
-    assert _mode(tmp_path / "logs" / "audit.log") == 0o600
+    assert _mode(tmp_path / "data") == 0o700
+    assert _mode(tmp_path / "data" / "logs") == 0o700
+    assert _mode(tmp_path / "data" / "logs" / "hemex.log") == 0o600
+    assert _mode(tmp_path / "data" / "logs" / "audit.log") == 0o600
 
 
 def _config_with_secrets(tmp_path: Path) -> Path:

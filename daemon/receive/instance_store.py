@@ -12,7 +12,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from daemon.errors import InvalidInputError, StorageFullError
-from daemon.state.atomic_files import free_bytes, write_atomically
+from daemon.state.atomic_files import ensure_private_dir, free_bytes, write_atomically
 from daemon.state.database import Database
 from daemon.study_handle import study_handle
 
@@ -91,7 +91,7 @@ class InstanceStore:
         self._min_free_bytes = min_free_bytes
         self._on_stored = on_stored
         self._clock = clock
-        spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(spool_dir)
 
     def store(self, header: InstanceHeader, encoded_file: bytes, calling_ae_title: str) -> StoreOutcome:
         """Persist one instance; a SOP Instance UID already held is stored once.
