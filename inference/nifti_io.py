@@ -7,6 +7,7 @@ i = column, j = row, k = slice, and the affine's x and y flip sign.
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,12 @@ def mask_to_nifti(volume: CTVolume, mask: HematomaMask) -> nib.Nifti1Image:
     image.header.set_xyzt_units("mm")
     image.header["descrip"] = f"{mask.method_name} {mask.method_version}"[:79].encode("ascii", "replace")
     return image
+
+
+def gzipped(image: nib.Nifti1Image) -> bytes:
+    """The bytes of a ``.nii.gz`` file of ``image`` (``to_bytes`` alone is an uncompressed
+    ``.nii``, which nibabel refuses to read under a ``.gz`` name)."""
+    return gzip.compress(image.to_bytes(), compresslevel=6)
 
 
 def load_nifti_volume(path: Path) -> CTVolume:

@@ -10,7 +10,13 @@ import pytest
 
 from inference.ct_volume import CTVolume
 from inference.masking.base import HematomaMask
-from inference.nifti_io import load_nifti_mask, load_nifti_volume, mask_to_nifti, volume_to_nifti
+from inference.nifti_io import (
+    gzipped,
+    load_nifti_mask,
+    load_nifti_volume,
+    mask_to_nifti,
+    volume_to_nifti,
+)
 
 
 def _volume() -> CTVolume:
@@ -45,3 +51,13 @@ def test_mask_round_trip_and_description(tmp_path: Path) -> None:
     assert b"hemex-threshold 1.0.0" in image.header["descrip"].tobytes()
     nib.save(image, tmp_path / "mask.nii.gz")
     assert np.array_equal(load_nifti_mask(tmp_path / "mask.nii.gz", volume).mask, truth)
+
+
+def test_gzipped_bytes_are_a_readable_nii_gz(tmp_path: Path) -> None:
+    volume = _volume()
+    truth = np.zeros(volume.hu.shape, bool)
+    truth[2, 1:4, 1:5] = True
+    path = tmp_path / "mask.nii.gz"
+    path.write_bytes(gzipped(mask_to_nifti(volume, HematomaMask(truth, "m", "1"))))
+    assert path.read_bytes()[:2] == b"\x1f\x8b"  # gzip magic: the name does not lie
+    assert np.array_equal(load_nifti_mask(path, volume).mask, truth)
