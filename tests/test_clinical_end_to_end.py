@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -405,3 +407,27 @@ def test_wait_runs_out_and_the_final_report_names_what_is_missing(
     assert missing_in_sr(preliminary) == missing_in_sr(final) == set(PREDICTOR_VARIABLES)
     assert "Systolic blood pressure" not in clinical_in_sr(final)
     wait_until(lambda: results_for_ehr(ehr, ct.study_uid) == ["P", "F"], timeout_s=60, interval_s=0.5)
+
+
+def test_the_final_report_measures_the_mask_of_the_seg_it_reuses(tmp_path: Path, waiting_node: Node,
+                                                                  pacs: Pacs) -> None:
+    """The final SR points at the preliminary's SEG, so its volume must come from that
+    stored mask, not from masking again (a changed masking config would disagree). The
+    test cuts the stored mask in half before the labs arrive."""
+    ct = phantom(tmp_path / "ct", "E2E-MASK-6", "ACC-MASK-6")
+    send_ct(waiting_node, ct)
+    (preliminary,) = pacs.wait_for_srs(ct.study_uid, 1)
+    seg_path = waiting_node.db.query("SELECT seg_path FROM results WHERE study_uid = ?", (ct.study_uid,))[0][0]
+    mask_path = Path(seg_path).parent / "mask.nii.gz"
+    stored = nib.load(mask_path)
+    halved = np.asarray(stored.dataobj).copy()
+    halved[:, :, : halved.shape[2] // 2] = 0  # i, j, k = column, row, slice: drop the lower slices
+    nib.save(nib.Nifti1Image(halved, stored.affine, stored.header), mask_path)
+    labs = Labs(sbp="150", dbp="80", inr="1.1", platelets_k_per_ul="250", fibrinogen_mg_dl="300",
+                anticoagulant="N", onset="20261122091610")
+    assert codes_of(send_stream(waiting_node, admission("S6-ADT", ct.patient_id),
+                                labs.message("S6-LAB", ct.patient_id))) == ["AA", "AA"]
+    _, final = pacs.wait_for_srs(ct.study_uid, 2)
+    voxel_ml = float(np.prod(ct.spacing_mm)) / 1000
+    assert sr_numeric_values(final)["Volume"] == pytest.approx(np.count_nonzero(halved) * voxel_ml, rel=1e-3)
+    assert sr_numeric_values(final)["Volume"] < 0.8 * sr_numeric_values(preliminary)["Volume"]

@@ -39,6 +39,7 @@ from inference.series_to_volume import volume_from_datasets
 log = logging.getLogger(__name__)
 
 ClinicalLookup = Callable[[StudyIdentity, datetime | None], ClinicalVariables]
+MaskLoader = Callable[[CTVolume], HematomaMask]
 
 
 @dataclass(frozen=True)
@@ -132,12 +133,14 @@ class StudyAnalyser:
         self._clinical_lookup = clinical_lookup
 
     def analyse(self, study_uid: str, completion_requested: Completion | None = None,
-                reuse_mask: HematomaMask | None = None) -> AnalysedStudy:
+                reuse_mask: MaskLoader | None = None) -> AnalysedStudy:
         """Run the image and clinical analysis of a study.
 
         ``completion_requested`` forces COMPLETE for a final report; otherwise the
         result is PARTIAL when the predictor's variables are missing and the node is
-        configured to wait for them.
+        configured to wait for them. ``reuse_mask`` loads an earlier report's mask onto
+        the new volume instead of masking again (the final report reuses the SEG of the
+        preliminary one, so its volume must come from that same mask).
 
         Raises
         ------
@@ -164,7 +167,7 @@ class StudyAnalyser:
         for ds in datasets:  # the SEG and SR need headers only: free the encoded pixels
             del ds.PixelData
         with timer.stage("mask"):
-            mask = reuse_mask if reuse_mask is not None else self._masker.segment(volume)
+            mask = reuse_mask(volume) if reuse_mask is not None else self._masker.segment(volume)
         with timer.stage("measure"):
             measurements = measure_hematoma(volume, mask)
         ct_time = acquisition_time(datasets[0])

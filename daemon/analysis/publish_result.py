@@ -33,7 +33,7 @@ from daemon.report.sr_builder import build_measurement_report
 from daemon.report.validation import validate_report_objects, write_dataset
 from daemon.state.atomic_files import write_atomically
 from daemon.state.database import Database
-from inference.nifti_io import mask_to_nifti
+from inference.nifti_io import gzipped, mask_to_nifti
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,7 @@ class ResultPublisher:
             write_dataset(ds, folder / name)
         sr_path, seg_path = folder / "sr.dcm", folder / "seg.dcm"
         if reuse_segmentation is None:
-            write_atomically(folder / "mask.nii.gz",
-                             mask_to_nifti(analysed.volume, analysed.mask).to_bytes())
+            write_atomically(folder / "mask.nii.gz", gzipped(mask_to_nifti(analysed.volume, analysed.mask)))
         summary = summary_of(analysed)
         summary["stage_seconds"].update(timer.seconds)
         write_atomically(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())

@@ -9,9 +9,12 @@ publishing, before it was marked done) only re-arms what follows it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from functools import partial
+from pathlib import Path
 
-from daemon.analysis.analyse_study import StudyAnalyser
+from daemon.analysis.analyse_study import MaskLoader, StudyAnalyser
 from daemon.analysis.job_runner import JobHandler
 from daemon.analysis.publish_result import ResultPublisher, latest_result, result_made_from
 from daemon.analysis.risk import PREDICTOR_VARIABLES
@@ -20,6 +23,7 @@ from daemon.config import Settings
 from daemon.state.database import Database
 from daemon.state.job_queue import JobQueue
 from daemon.study_handle import study_handle
+from inference.nifti_io import load_nifti_mask
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,8 @@ class StudyJobs:
                      "no preliminary result" if previous is None else "already final")
             return
         preliminary_sr, preliminary_seg, _ = previous
-        analysed = self._analyser.analyse(study_uid, completion_requested="COMPLETE")
+        analysed = self._analyser.analyse(study_uid, completion_requested="COMPLETE",
+                                          reuse_mask=preliminary_mask(self._db, study_uid))
         self._publisher.publish(analysed, input_key(self._db, FINALISE_STUDY, study_uid),
                                 predecessor_sr=preliminary_sr, reuse_segmentation=preliminary_seg)
 
@@ -93,3 +98,18 @@ def input_key(db: Database, job_kind: str, study_uid: str) -> str:
                         (study_uid,)):
         digest.update(b"\0" + row["sop_instance_uid"].encode())
     return f"{job_kind}:{digest.hexdigest()[:32]}"
+
+
+def preliminary_mask(db: Database, study_uid: str) -> MaskLoader | None:
+    """Loader of the mask the latest result stored beside its SEG, or None if it is gone."""
+    rows = db.query("SELECT seg_path, summary_json FROM results WHERE study_uid = ? ORDER BY id DESC LIMIT 1",
+                    (study_uid,))
+    if not rows or not rows[0]["seg_path"]:
+        return None
+    path = Path(rows[0]["seg_path"]).parent / "mask.nii.gz"
+    if not path.is_file():
+        log.warning("preliminary mask missing study=%s: masking again", study_handle(study_uid))
+        return None
+    measured = json.loads(rows[0]["summary_json"])["measurements"]
+    return partial(load_nifti_mask, path, method_name=measured["method_name"],
+                   method_version=measured["method_version"])
