@@ -13,9 +13,10 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from daemon.config import SeriesSelectionSettings
+from daemon.receive.storage_scp import ACCEPTED_SOP_CLASSES
 
-# CT Image, Enhanced CT Image, Legacy Converted Enhanced CT Image Storage
-CT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
+# The CT SOP classes the listener accepts are the ones a series may be analysed from.
+CT_SOP_CLASSES = frozenset(str(uid) for uid in ACCEPTED_SOP_CLASSES)
 
 
 @dataclass(frozen=True)

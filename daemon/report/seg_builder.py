@@ -1,9 +1,10 @@
 """The DICOM Segmentation (SEG) of the intraparenchymal hematoma mask, built with highdicom.
 
 One BINARY segment, frames aligned one-to-one with the source CT slices (empty slices
-omitted), or with the frames of a multi-frame (Enhanced CT) source image. An empty mask still gives a valid SEG: highdicom then keeps every frame, all
-zero, because a SEG cannot have no frames; the SR then reports 0 mL against it, which is
-a statement ("no hematoma found by this algorithm") rather than a missing result.
+omitted), or with the frames of a multi-frame (Enhanced CT) source image. An empty
+mask still gives a valid SEG: highdicom then keeps every frame, all zero, because a SEG
+cannot have no frames; the SR then reports 0 mL against it, which is a statement ("no
+hematoma found by this algorithm") rather than a missing result.
 """
 
 from __future__ import annotations
