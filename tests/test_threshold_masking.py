@@ -145,3 +145,13 @@ def test_methods_are_chosen_by_configuration() -> None:
         create_masker(MaskingSettings.model_construct(method="magic"))
     with pytest.raises(ConfigurationError, match="blood_hu_min"):
         create_masker(MaskingSettings(blood_hu_min=95.0))
+
+
+def test_rim_voxels_zero_means_no_rim() -> None:
+    """scipy's binary_dilation repeats until nothing changes when iterations is 0; the
+    setting must instead turn the rim step off (never grow more than with the default)."""
+    volume, _ = _phantom((22.0, 18.0, 16.0), (28.0, 0.0, 0.0))
+    with_rim = MASKER.segment(volume).mask
+    without = ThresholdMasker(MaskingSettings(rim_voxels=0)).segment(volume).mask
+    assert without.sum() < with_rim.sum()
+    assert not (without & ~with_rim).any()

@@ -85,8 +85,11 @@ class ThresholdMasker:
         # The rim: smoothing blurs a hematoma's edge with the oedema around it (20 HU), which
         # pulls edge voxels below blood_hu_min. Voxels next to a kept hematoma join it when
         # their unsmoothed HU is in the blood range (edges against brain stay unbiased).
-        rim = (hu >= s.blood_hu_min) & allowed
-        mask[box] = ndimage.binary_dilation(kept, iterations=s.rim_voxels, mask=rim) | kept
+        # (scipy dilates until nothing changes when iterations < 1: 0 must mean no rim.)
+        if s.rim_voxels > 0:
+            rim = (hu >= s.blood_hu_min) & allowed
+            kept |= ndimage.binary_dilation(kept, iterations=s.rim_voxels, mask=rim)
+        mask[box] = kept
         return self._result(mask)
 
     @staticmethod
