@@ -27,9 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 
-from inference.ct_volume import CTVolume
+from domain.imaging import CTVolume, HematomaMask
 from inference.expansion_predictor import resolve_device
-from inference.masking.base import HematomaMask
 from inference.tanioka_models import build_multimodal_cnn_model2
 from inference.tanioka_preprocessing import hematoma_image
 

@@ -22,10 +22,10 @@ import edt
 import nibabel as nib
 import numpy as np
 
-from daemon.config import MaskingSettings
-from inference.ct_volume import CTVolume
+from domain.imaging import CTVolume
 from inference.masking.threshold import ThresholdMasker
 from inference.measurements import measure_hematoma
+from inference.parameters import ThresholdParameters
 from tests.support.phantoms import head_hu
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "blast_ct_v1" / "scans" / "scan_0"
@@ -73,7 +73,7 @@ def _row(label: str, volume: CTVolume, truth: np.ndarray, truth_ml: float, maske
 
 
 def main() -> int:
-    masker = ThresholdMasker(MaskingSettings())
+    masker = ThresholdMasker(ThresholdParameters())
     print(f"{'case':44s} {'truth':>7s} {'measured':>8s} {'error':>8s} {'ABC/2':>7s} {'Dice':>6s}"
           f" {'mask s':>7s} {'x copy':>9s}")
     for label, radii, centre, slice_mm, noise in ELLIPSOIDS:

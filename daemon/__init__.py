@@ -3,5 +3,3 @@
 Data path, one sub-package per stage:
 receive -> assemble -> clinical -> analysis -> report -> deliver -> alert
 """
-
-__version__ = "0.1.0"

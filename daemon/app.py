@@ -23,9 +23,9 @@ from daemon.deliver.outbox import Outbox
 from daemon.metrics import MetricsServer, start_metrics_server
 from daemon.receive.instance_store import InstanceStore
 from daemon.receive.storage_scp import start_listener
-from daemon.state.atomic_files import ensure_private_dir
 from daemon.state.database import Database
 from daemon.state.job_queue import JobQueue
+from domain.durable_files import ensure_private_dir
 from inference.masking.registry import create_masker
 from inference.prediction import ExpansionPredictor
 
@@ -46,7 +46,7 @@ class Node:
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.outbox = Outbox(self.db, settings.outbox, build_channels(settings))
         # Models are loaded once here and kept warm for every study.
-        masker = create_masker(settings.masking)
+        masker = create_masker(settings.masking.method, settings.masking.threshold)
         predictor = _expansion_predictor(settings)
         self.clinical = _clinical_intake(settings, self.db)
         self.analyser = StudyAnalyser(settings, self.db, masker, predictor,
@@ -162,7 +162,7 @@ def _expansion_predictor(settings: Settings) -> ExpansionPredictor | None:
         return None
     from inference.expansion_predictor import create_predictor
 
-    return create_predictor(settings.prediction)
+    return create_predictor(settings.prediction.predictor_options())
 
 
 def _clinical_intake(settings: Settings, db: Database) -> ClinicalIntake | None:

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from daemon.state.atomic_files import ensure_private_dir
+from domain.durable_files import ensure_private_dir
 
 _audit_logger = logging.getLogger("hemex.audit")
 _audit_logger.propagate = False

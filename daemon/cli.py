@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from daemon import __version__
 from daemon.config import Settings, load_settings
+from domain.version import __version__
 
 log = logging.getLogger("hemex")
 
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     echo.set_defaults(func=_echo)
 
     try:
-        from inference.training.cli import add_evaluate_parser, add_train_parser
+        from daemon.training_commands import add_evaluate_parser, add_train_parser
     except ImportError:  # training extras absent: the node still runs
         pass
     else:

@@ -21,6 +21,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from inference.parameters import (
+    DeviceChoice,
+    GeometryLimits,
+    MaskingChoice,
+    PredictorOptions,
+    ThresholdParameters,
+)
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -88,39 +96,16 @@ class SeriesSelectionSettings(_Section):
     body_parts: list[str] = ["HEAD", "BRAIN", "SKULL"]
 
 
-class VolumeSettings(_Section):
-    """Checks on the geometry of the series before a volume is built."""
-
-    max_gantry_tilt_deg: float = 0.5
-    slice_spacing_tolerance: float = 0.05  # fraction of the median spacing
-
-
 class MaskingSettings(_Section):
-    """Which hematoma masking method runs, and its parameters."""
+    """Which hematoma masking method runs, and each method's parameters."""
 
     method: Literal["threshold"] = "threshold"
-    # Threshold method (training-free, inference/masking/threshold.py, docs/masking.md).
-    # Acute clotted blood lies at about 50-90 HU; grey matter at 35-45 HU.
-    blood_hu_min: float = 50.0
-    blood_hu_max: float = 90.0
-    # Voxels up to rim_voxels from a kept hematoma join it when their unsmoothed HU is in
-    # the blood range (the rim that smoothing blurred with surrounding oedema).
-    rim_voxels: int = Field(1, ge=0)
-    # Blood components smaller than this are noise.
-    min_component_ml: float = Field(0.5, ge=0)
-    # Gaussian smoothing before thresholding (noise would push grey matter into the range).
-    smoothing_sigma_mm: float = Field(0.8, ge=0)
-    # Bone: above this HU. The intracranial space is the soft tissue it encloses.
-    bone_hu: float = 250.0
-    # Opening radius that cuts scalp and neck off the brain where they meet through
-    # skull openings.
-    opening_mm: float = Field(4.0, gt=0)
-    # Band along the inner skull surface left out (partial volume of bone, beam hardening).
-    brain_margin_mm: float = Field(3.0, ge=0)
-    # A component with more than extra_axial_fraction of its voxels within
-    # extra_axial_band_mm of the skull is extra-axial blood, not intraparenchymal.
-    extra_axial_band_mm: float = Field(8.0, ge=0)
-    extra_axial_fraction: float = Field(0.5, gt=0, le=1)
+    # Training-free method (inference/masking/threshold.py, docs/masking.md).
+    threshold: ThresholdParameters = ThresholdParameters()
+
+    def choice(self) -> MaskingChoice:
+        """The configured method with its parameters, as inference takes it."""
+        return MaskingChoice(self.method, {"threshold": self.threshold}[self.method])
 
 
 class PredictionSettings(_Section):
@@ -130,8 +115,12 @@ class PredictionSettings(_Section):
     # A .keras or .h5 file with a model card (<weights>.card.json / .card.toml) beside it.
     weights_path: Path | None = None
     image_only_weights_path: Path | None = None
-    device: Literal["auto", "cpu", "gpu"] = "auto"
+    device: DeviceChoice = "auto"
     risk_threshold: float = Field(0.5, ge=0, le=1)
+
+    def predictor_options(self) -> PredictorOptions:
+        """The weights and device, as inference takes them."""
+        return PredictorOptions(self.weights_path, self.image_only_weights_path, self.device)
 
 
 class ReportSettings(_Section):
@@ -286,7 +275,7 @@ class Settings(BaseSettings):
     dicom: DicomListenerSettings = DicomListenerSettings()
     series: SeriesCompletionSettings = SeriesCompletionSettings()
     selection: SeriesSelectionSettings = SeriesSelectionSettings()
-    volume: VolumeSettings = VolumeSettings()
+    volume: GeometryLimits = GeometryLimits()
     masking: MaskingSettings = MaskingSettings()
     prediction: PredictionSettings = PredictionSettings()
     report: ReportSettings = ReportSettings()

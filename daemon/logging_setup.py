@@ -10,7 +10,7 @@ from pathlib import Path
 
 from daemon.audit_log import configure_audit_log
 from daemon.config import LoggingSettings
-from daemon.state.atomic_files import ensure_private_dir
+from domain.durable_files import ensure_private_dir
 
 
 class _JsonFormatter(logging.Formatter):

@@ -29,9 +29,9 @@ from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from daemon import __version__
 from daemon.config import MetricsSettings, Settings
 from daemon.state.database import Database
+from domain.version import __version__
 
 log = logging.getLogger(__name__)
 

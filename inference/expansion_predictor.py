@@ -12,27 +12,23 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
 
 import keras
 import numpy as np
 
-from daemon.config import PredictionSettings
-from daemon.errors import ModelError
-from inference.clinical_variables import ClinicalVariables
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask
-from inference.model_card import BINARY_VARIABLES, ModelCard
-from inference.prediction import ExpansionPrediction, ExpansionPredictor
-from inference.tanioka_models import CLINICAL_VARIABLES
+from domain.clinical import BINARY_PREDICTOR_VARIABLES, PREDICTOR_VARIABLES, ClinicalVariables
+from domain.errors import ModelError
+from domain.imaging import CTVolume, HematomaMask
+from domain.prediction import ExpansionPrediction
+from inference.model_card import ModelCard
+from inference.parameters import DeviceChoice, PredictorOptions
+from inference.prediction import ExpansionPredictor
 from inference.tanioka_preprocessing import ALGORITHM_NAME as PREPROCESSING_NAME
 from inference.tanioka_preprocessing import ALGORITHM_VERSION as PREPROCESSING_VERSION
 from inference.tanioka_preprocessing import geometry_for_shape, hematoma_image
 from inference.weights import LoadedModel, load_model_with_card
 
 log = logging.getLogger("hemex.inference")
-
-DeviceChoice = Literal["auto", "cpu", "gpu"]
 
 
 def gpu_available() -> bool:
@@ -80,7 +76,7 @@ def clinical_vector(clinical: ClinicalVariables, card: ModelCard) -> np.ndarray:
         raw = getattr(clinical, name)
         if raw is None:
             raise ValueError(f"{name} is missing")
-        if name in BINARY_VARIABLES:
+        if name in BINARY_PREDICTOR_VARIABLES:
             values.append(1.0 if raw else 0.0)
         else:
             values.append(card.standardisation[name].apply(float(raw)))
@@ -129,7 +125,7 @@ class TaniokaPredictor:
     def predict(self, volume: CTVolume, mask: HematomaMask,
                 clinical: ClinicalVariables) -> ExpansionPrediction | None:
         """Predict expansion; None when no configured model can run on what is known."""
-        missing = clinical.missing(CLINICAL_VARIABLES)
+        missing = clinical.missing(PREDICTOR_VARIABLES)
         use_multimodal = self.multimodal is not None and not missing
         loaded = self.multimodal if use_multimodal else self.image_only
         if loaded is None:
@@ -159,14 +155,14 @@ class TaniokaPredictor:
             model_version=card.model_version,
             weights_origin=card.origin,
             clinically_validated=card.clinically_validated,
-            variables_used=CLINICAL_VARIABLES if use_multimodal else (),
+            variables_used=PREDICTOR_VARIABLES if use_multimodal else (),
             variables_missing=missing,
             image_only_fallback=not use_multimodal,
             notes=tuple(notes),
         )
 
 
-def create_predictor(settings: PredictionSettings, warm_up: bool = True) -> ExpansionPredictor | None:
+def create_predictor(settings: PredictorOptions, warm_up: bool = True) -> ExpansionPredictor | None:
     """Load the configured models once; None when no weights are configured.
 
     The daemon then reports "no validated model configured" instead of a prediction.

@@ -2,33 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask
-
-
-@dataclass(frozen=True)
-class HematomaMeasurements:
-    """What is measured on one intraparenchymal hematoma mask.
-
-    ``volume_ml`` is planimetry (voxel count x voxel volume), the reference value;
-    ``abc2_ml`` is the bedside ellipsoid estimate (A x B x C / 2) given for comparison.
-    ``diameters_mm`` are A (largest axial diameter), B (perpendicular to A in the same
-    slice) and C (cranio-caudal extent).
-    """
-
-    volume_ml: float
-    abc2_ml: float
-    diameters_mm: tuple[float, float, float]
-    voxel_count: int
-    intraventricular_extension: bool | None
-    method_name: str
-    method_version: str
+from domain.imaging import CTVolume, HematomaMask
+from domain.measurements import HematomaMeasurements
 
 
 def measure_hematoma(volume: CTVolume, mask: HematomaMask) -> HematomaMeasurements:

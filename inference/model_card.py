@@ -31,12 +31,11 @@ from typing import Any
 
 import tomllib
 
-from daemon.errors import ModelError
-from daemon.state.atomic_files import write_atomically
-from inference.tanioka_models import CLINICAL_VARIABLES, ModelSpec
+from domain.clinical import BINARY_PREDICTOR_VARIABLES, PREDICTOR_VARIABLES
+from domain.durable_files import write_atomically
+from domain.errors import ModelError
+from inference.tanioka_models import ModelSpec
 
-# Binary variables enter the model as 0/1 and are not standardised.
-BINARY_VARIABLES: frozenset[str] = frozenset({"anticoagulant_use"})
 CARD_SUFFIXES: tuple[str, ...] = (".card.json", ".card.toml")
 _REQUIRED_TEXT = ("model_name", "model_version", "architecture", "origin", "training_data",
                   "intended_use")
@@ -81,7 +80,7 @@ class ModelCard:
         try:
             return ModelSpec(architecture=self.architecture,  # type: ignore[arg-type]
                              input_shape=self.input_shape,
-                             n_clinical=len(self.clinical_variables) or len(CLINICAL_VARIABLES),
+                             n_clinical=len(self.clinical_variables) or len(PREDICTOR_VARIABLES),
                              **kwargs)  # type: ignore[arg-type]
         except (ValueError, TypeError) as exc:
             raise ModelError(f"model card does not describe a known model: {exc}") from exc
@@ -143,8 +142,8 @@ def parse_model_card(raw: dict[str, Any], path: Path) -> ModelCard:
              "'clinical_variables' must be a list of names")
     variables: tuple[str, ...] = tuple(names)
     if raw["architecture"] == "multimodal_cnn_model2":
-        _require(variables == CLINICAL_VARIABLES, path,
-                 f"'clinical_variables' must be {list(CLINICAL_VARIABLES)} in that order")
+        _require(variables == PREDICTOR_VARIABLES, path,
+                 f"'clinical_variables' must be {list(PREDICTOR_VARIABLES)} in that order")
     scaler_raw: Any = raw.get("standardisation") or {}
     _require(isinstance(scaler_raw, dict), path, "'standardisation' must be a table")
     scalers: dict[str, Standardisation] = {}
@@ -157,7 +156,7 @@ def parse_model_card(raw: dict[str, Any], path: Path) -> ModelCard:
                  f"{name}: sd must be positive")
         scalers[str(name)] = Standardisation(float(mean), float(sd))
     for name in variables:
-        if name not in BINARY_VARIABLES:
+        if name not in BINARY_PREDICTOR_VARIABLES:
             _require(name in scalers, path, f"no standardisation (mean, sd) for {name}")
     graph: Any = raw.get("graph") or {}
     _require(isinstance(graph, dict), path, "'graph' must be a table")

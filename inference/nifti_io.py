@@ -14,9 +14,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from daemon.errors import InvalidInputError
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask
+from domain.errors import InvalidInputError
+from domain.imaging import CTVolume, HematomaMask
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
 _SLICE_ROW_COLUMN_TO_IJK = [2, 1, 0, 3]          # affine column order, also its own inverse

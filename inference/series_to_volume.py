@@ -19,9 +19,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
-from daemon.config import VolumeSettings
-from daemon.errors import UnsupportedSeriesError
-from inference.ct_volume import CTVolume
+from domain.errors import UnsupportedSeriesError
+from domain.imaging import CTVolume
+from inference.parameters import GeometryLimits
 
 _UNIT_TOLERANCE = 1e-3       # |direction cosine| must be 1 within this
 _ORTHOGONAL_TOLERANCE = 1e-3  # row . column must be 0 within this
@@ -46,7 +46,7 @@ class _Slice:
         return str(self.dataset.SOPInstanceUID)
 
 
-def volume_from_datasets(datasets: Sequence[Dataset], settings: VolumeSettings | None = None) -> CTVolume:
+def volume_from_datasets(datasets: Sequence[Dataset], settings: GeometryLimits | None = None) -> CTVolume:
     """Build the HU volume of one series.
 
     Parameters
@@ -54,7 +54,7 @@ def volume_from_datasets(datasets: Sequence[Dataset], settings: VolumeSettings |
     datasets:
         Every image of the series (any order), with pixel data.
     settings:
-        Geometry tolerances; the defaults of ``VolumeSettings`` when None.
+        Geometry tolerances; the defaults of ``GeometryLimits`` when None.
 
     Returns
     -------
@@ -67,7 +67,7 @@ def volume_from_datasets(datasets: Sequence[Dataset], settings: VolumeSettings |
         Tilted, inconsistent or incomplete geometry, or pixels that cannot be decoded;
         the message says which.
     """
-    settings = settings or VolumeSettings()
+    settings = settings or GeometryLimits()
     if not datasets:
         raise UnsupportedSeriesError("the series has no images")
     slices = [s for ds in datasets for s in _slices_of(ds)]
@@ -176,7 +176,7 @@ def _check_same_plane_geometry(slices: list[_Slice]) -> None:
             raise UnsupportedSeriesError("slices have different matrix sizes")
 
 
-def _slice_step(slices: list[_Slice], normal: np.ndarray, settings: VolumeSettings) -> np.ndarray:
+def _slice_step(slices: list[_Slice], normal: np.ndarray, settings: GeometryLimits) -> np.ndarray:
     """The mean displacement from one slice to the next; checks tilt and even spacing."""
     positions = np.stack([s.position for s in slices])
     gaps = np.diff(positions @ normal)

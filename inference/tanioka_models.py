@@ -32,18 +32,12 @@ from typing import Literal
 import keras
 from keras import layers
 
+from domain.clinical import PREDICTOR_VARIABLES
+
 PUBLISHED_KERNELS: tuple[tuple[int, int, int], ...] = ((19, 19, 7), (19, 19, 7), (14, 14, 5), (11, 11, 4))
 PUBLISHED_FILTERS: tuple[int, ...] = (64, 64, 128, 256)
 PUBLISHED_INPUT_SHAPE: tuple[int, int, int, int] = (256, 256, 80, 1)
 
-# Multimodal CNN Model 2's variables, in the model's order (ClinicalVariables names).
-CLINICAL_VARIABLES: tuple[str, ...] = (
-    "anticoagulant_use",
-    "systolic_bp_mmhg",
-    "diastolic_bp_mmhg",
-    "pt_inr",
-    "hours_onset_to_ct",
-)
 
 Architecture = Literal["multimodal_cnn_model2", "cnn_model2"]
 BlockOrder = Literal["conv_bn_relu_pool", "conv_relu_pool_bn"]
@@ -62,7 +56,7 @@ class ModelSpec:
     clinical_units: tuple[int, int] = (512, 256)
     head_units: int = 256
     dropout: float = 0.3
-    n_clinical: int = len(CLINICAL_VARIABLES)
+    n_clinical: int = len(PREDICTOR_VARIABLES)
     block_order: BlockOrder = "conv_bn_relu_pool"
     # "valid" is published; "same" lets tiny test inputs keep four pooling steps.
     padding: Padding = "valid"

@@ -40,9 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from daemon.errors import UnsupportedSeriesError
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask
+from domain.errors import UnsupportedSeriesError
+from domain.imaging import CTVolume, HematomaMask
 
 ALGORITHM_NAME = "Tanioka 2024 preprocessing"
 ALGORITHM_VERSION = "1.1"  # 1.1: in-plane orientation from the affine

@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import keras
 
-from daemon.errors import ModelError
+from domain.errors import ModelError
 from inference.model_card import ModelCard, load_model_card, write_model_card
 from inference.tanioka_models import build_model
 

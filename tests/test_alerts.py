@@ -17,17 +17,16 @@ import pytest
 from daemon.alert.alert_message import NOT_VALIDATED_NOTICE, build_alert_payload, email_body
 from daemon.alert.dispatch import queue_alert
 from daemon.alert.rules import REASON_EXPANSION_RISK, REASON_VOLUME, AlertDecision, decide_alert
-from daemon.analysis.risk import prediction_unavailable_reason
-from daemon.analysis.study_analysis import StudyAnalysis, StudyIdentity
 from daemon.config import AlertSettings, EmailSettings, OutboxSettings, WebhookTarget
 from daemon.deliver.email_sender import EmailChannel
 from daemon.deliver.outbox import Outbox
 from daemon.deliver.webhook_sender import WebhookChannel
 from daemon.state.database import Database
-from inference.clinical_variables import ClinicalVariables
-from inference.measurements import HematomaMeasurements
-from inference.prediction import ExpansionPrediction
-from inference.scores.brain_score import BrainScore
+from domain.analysis import StudyAnalysis, StudyIdentity
+from domain.brain_score import BrainScore
+from domain.clinical import ClinicalVariables
+from domain.measurements import HematomaMeasurements
+from domain.prediction import ExpansionPrediction, prediction_unavailable_reason
 from tests.support.alert_peers import HttpReceiver, SmtpReceiver
 from tests.support.peers import free_port
 

@@ -26,10 +26,10 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from daemon.analysis.risk import PREDICTOR_VARIABLES
 from daemon.app import Node
 from daemon.config import Settings, load_settings
-from daemon.study_handle import study_handle
+from domain.clinical import PREDICTOR_VARIABLES
+from domain.handles import study_handle
 from tests.support.hl7_peers import AckingServer, MllpClient, adt, msa, msh, obx, oru, pid, segment
 from tests.support.peers import Orthanc, free_port, start_orthanc, wait_until
 from tests.support.phantoms import PhantomSeries, make_head_ct_series

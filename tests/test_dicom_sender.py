@@ -21,8 +21,8 @@ from pynetdicom.sop_class import Comprehensive3DSRStorage, CTImageStorage
 from daemon.config import DicomDestination, OutboxSettings
 from daemon.deliver.dicom_sender import DicomStoreChannel
 from daemon.deliver.outbox import Outbox
-from daemon.errors import DeliveryError, PermanentDeliveryError
 from daemon.state.database import Database
+from domain.errors import DeliveryError, PermanentDeliveryError
 from tests.support.peers import Orthanc, free_port, start_orthanc
 
 

@@ -15,10 +15,10 @@ from pydicom.uid import generate_uid
 
 from daemon.config import Settings
 from daemon.receive.instance_store import InstanceHeader, InstanceStore
-from daemon.state.atomic_files import write_atomically
 from daemon.state.database import Database
 from daemon.state.retention import purge_expired
-from daemon.study_handle import study_handle
+from domain.durable_files import write_atomically
+from domain.handles import study_handle
 from tests.support.hl7_peers import MllpClient, adt, msa, start_intake
 from tests.test_dicom_listener import _start, tiny_ct
 from tests.test_hostile_dicom import _send

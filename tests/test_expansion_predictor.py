@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.config import PredictionSettings
-from daemon.errors import ModelError
-from inference.clinical_variables import ClinicalVariables
-from inference.ct_volume import CTVolume
+from domain.clinical import ClinicalVariables
+from domain.errors import ModelError
+from domain.imaging import CTVolume, HematomaMask
 from inference.expansion_predictor import TaniokaPredictor, create_predictor, gpu_available
-from inference.masking.base import HematomaMask
+from inference.parameters import PredictorOptions
 from inference.tanioka_preprocessing import geometry_for_shape, hematoma_image
 from tests.support.tiny_expansion_model import STANDARDISATION, TINY_SHAPE, save_tiny
 
@@ -44,11 +43,11 @@ def weights(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_no_weights_configured_gives_no_predictor() -> None:
-    assert create_predictor(PredictionSettings()) is None
+    assert create_predictor(PredictorOptions()) is None
 
 
 def test_all_variables_runs_multimodal_on_the_preprocessed_input(weights: dict[str, Path]) -> None:
-    predictor = create_predictor(PredictionSettings(weights_path=weights["multimodal"],
+    predictor = create_predictor(PredictorOptions(weights_path=weights["multimodal"],
                                                     image_only_weights_path=weights["image"], device="cpu"))
     assert isinstance(predictor, TaniokaPredictor)
     vol, mask = _phantom()
@@ -70,7 +69,7 @@ def test_all_variables_runs_multimodal_on_the_preprocessed_input(weights: dict[s
 
 
 def test_missing_variables_fall_back_to_image_only_and_are_listed(weights: dict[str, Path]) -> None:
-    predictor = create_predictor(PredictionSettings(weights_path=weights["multimodal"],
+    predictor = create_predictor(PredictorOptions(weights_path=weights["multimodal"],
                                                     image_only_weights_path=weights["image"], device="cpu"))
     vol, mask = _phantom()
     p = predictor.predict(vol, mask, PARTIAL)
@@ -81,13 +80,13 @@ def test_missing_variables_fall_back_to_image_only_and_are_listed(weights: dict[
 
 
 def test_missing_variables_without_fallback_gives_no_prediction(weights: dict[str, Path]) -> None:
-    predictor = create_predictor(PredictionSettings(weights_path=weights["multimodal"], device="cpu"))
+    predictor = create_predictor(PredictorOptions(weights_path=weights["multimodal"], device="cpu"))
     vol, mask = _phantom()
     assert predictor.predict(vol, mask, PARTIAL) is None
 
 
 def test_unvalidated_card_is_flagged(weights: dict[str, Path]) -> None:
-    predictor = create_predictor(PredictionSettings(weights_path=weights["unvalidated"], device="cpu"))
+    predictor = create_predictor(PredictorOptions(weights_path=weights["unvalidated"], device="cpu"))
     vol, mask = _phantom()
     p = predictor.predict(vol, mask, FULL)
     assert p is not None and p.clinically_validated is False
@@ -104,10 +103,10 @@ def test_unvalidated_card_is_flagged(weights: dict[str, Path]) -> None:
 def test_missing_card_stops_the_predictor(weights: dict[str, Path]) -> None:
     (weights["multimodal"].parent / "mm.keras.card.json").unlink()
     with pytest.raises(ModelError):
-        create_predictor(PredictionSettings(weights_path=weights["multimodal"], device="cpu"))
+        create_predictor(PredictorOptions(weights_path=weights["multimodal"], device="cpu"))
 
 
 @pytest.mark.skipif(gpu_available(), reason="checks the no-GPU refusal")
 def test_gpu_required_without_gpu_is_a_model_error(weights: dict[str, Path]) -> None:
     with pytest.raises(ModelError, match="no GPU"):
-        create_predictor(PredictionSettings(weights_path=weights["multimodal"], device="gpu"))
+        create_predictor(PredictorOptions(weights_path=weights["multimodal"], device="gpu"))

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon import __version__
 from daemon.app import Node
 from daemon.config import MetricsSettings, Settings, load_settings
 from daemon.deliver.outbox import Outbox
 from daemon.metrics import MetricsServer
 from daemon.state.database import Database
+from domain.version import __version__
 from tests.support.hl7_peers import MllpClient, adt, msa
 from tests.support.peers import free_port, wait_until
 from tests.support.phantoms import make_head_ct_series

@@ -8,8 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask
+from domain.imaging import CTVolume, HematomaMask
 from inference.nifti_io import (
     gzipped,
     load_nifti_mask,

@@ -25,7 +25,7 @@ from daemon.clinical.observation_mapping import (
     map_observation,
     validate_local_code_map,
 )
-from daemon.errors import ConfigurationError
+from domain.errors import ConfigurationError
 from tests.support.hl7_peers import MllpClient, msa, obx, oru, rde, start_intake
 
 T = datetime(2024, 1, 1, 10, 0)

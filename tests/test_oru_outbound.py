@@ -13,15 +13,15 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from daemon.analysis.study_analysis import StudyAnalysis, StudyIdentity
 from daemon.config import Hl7Settings
 from daemon.deliver.hl7_sender import Hl7MllpChannel
-from daemon.errors import DeliveryError, PermanentDeliveryError
 from daemon.report.oru_builder import build_oru_r01, oru_control_id
-from inference.clinical_variables import ClinicalVariables
-from inference.measurements import HematomaMeasurements
-from inference.prediction import ExpansionPrediction
-from inference.scores.brain_score import BrainScore
+from domain.analysis import StudyAnalysis, StudyIdentity
+from domain.brain_score import BrainScore
+from domain.clinical import ClinicalVariables
+from domain.errors import DeliveryError, PermanentDeliveryError
+from domain.measurements import HematomaMeasurements
+from domain.prediction import ExpansionPrediction
 from tests.support.hl7_peers import AckingServer
 from tests.support.peers import free_port
 

@@ -17,7 +17,7 @@ from daemon.clinical.intake_service import ClinicalIntake
 from daemon.clinical.patient_matching import clinical_variables_for_study
 from daemon.config import Hl7Settings, Settings
 from daemon.state.database import Database
-from inference.clinical_variables import ClinicalVariables
+from domain.clinical import ClinicalVariables
 from tests.support.hl7_peers import Intake, MllpClient, adt, merge, msa, obx, oru, rde, start_intake
 from tests.support.peers import wait_until
 

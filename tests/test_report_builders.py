@@ -20,10 +20,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from daemon.analysis.risk import prediction_unavailable_reason
-from daemon.analysis.study_analysis import StudyAnalysis, StudyIdentity
 from daemon.config import ReportSettings
-from daemon.errors import ReportBuildError
 from daemon.report.key_image_builder import build_key_images
 from daemon.report.seg_builder import build_segmentation
 from daemon.report.sr_builder import (
@@ -37,12 +34,13 @@ from daemon.report.validation import (
     validator_errors,
     write_dataset,
 )
-from inference.clinical_variables import ClinicalVariables
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask
-from inference.measurements import HematomaMeasurements
-from inference.prediction import ExpansionPrediction
-from inference.scores.brain_score import BrainScore
+from domain.analysis import StudyAnalysis, StudyIdentity
+from domain.brain_score import BrainScore
+from domain.clinical import ClinicalVariables
+from domain.errors import ReportBuildError
+from domain.imaging import CTVolume, HematomaMask
+from domain.measurements import HematomaMeasurements
+from domain.prediction import ExpansionPrediction, prediction_unavailable_reason
 from tests.support.sr_reading import sr_numeric_values, sr_texts, walk_content
 
 SLICES, ROWS, COLUMNS = 10, 64, 64

@@ -1,5 +1,4 @@
-from daemon.analysis.risk import risk_category
-from inference.prediction import ExpansionPrediction
+from domain.prediction import ExpansionPrediction, risk_category
 
 
 def _prediction(p: float, validated: bool) -> ExpansionPrediction:

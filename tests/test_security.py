@@ -17,8 +17,8 @@ from daemon.audit_log import _audit_logger
 from daemon.cli import main
 from daemon.config import LoggingSettings, load_settings
 from daemon.logging_setup import configure_logging
-from daemon.state.atomic_files import ensure_private_dir, write_atomically
 from daemon.state.database import Database
+from domain.durable_files import ensure_private_dir, write_atomically
 from tests.test_dicom_listener import _start, tiny_ct
 from tests.test_hostile_dicom import _send
 
@@ -212,8 +212,9 @@ def test_dicom_server_tls_without_client_ca(tmp_path: Path, pki: Path) -> None:
 
 
 def test_dicom_tls_cert_without_key_is_a_configuration_error(tmp_path: Path, pki: Path) -> None:
-    from daemon.config import DicomListenerSettings
     from daemon.errors import ConfigurationError
+
+    from daemon.config import DicomListenerSettings
     from daemon.receive.storage_scp import server_ssl_context
 
     with pytest.raises(ConfigurationError):

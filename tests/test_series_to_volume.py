@@ -17,10 +17,10 @@ import pytest
 from pydicom.dataset import Dataset
 
 from daemon.config import ReportSettings
-from daemon.errors import UnsupportedSeriesError
 from daemon.report.seg_builder import build_segmentation
 from daemon.report.validation import encode_dataset, validate_report_objects
-from inference.masking.base import HematomaMask
+from domain.errors import UnsupportedSeriesError
+from domain.imaging import HematomaMask
 from inference.series_to_volume import volume_from_datasets
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.errors import UnsupportedSeriesError
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask
+from domain.errors import UnsupportedSeriesError
+from domain.imaging import CTVolume, HematomaMask
 from inference.tanioka_preprocessing import (
     PUBLISHED_GEOMETRY,
     TaniokaGeometry,

@@ -11,18 +11,20 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from daemon.config import MaskingSettings
-from daemon.errors import ConfigurationError
-from inference.ct_volume import CTVolume
+from daemon.config import load_settings
+from domain.errors import ConfigurationError
+from domain.imaging import CTVolume
 from inference.masking.registry import create_masker
 from inference.masking.threshold import METHOD_NAME, ThresholdMasker
 from inference.measurements import abc_diameters_mm, measure_hematoma
+from inference.parameters import ThresholdParameters
 from tests.conftest import SHARED_DATA
 from tests.support.phantoms import HEAD_RADII_MM, SCALP_MM, SKULL_MM, head_hu
 
 ROWS, PIXEL_MM = 256, 0.9
-MASKER = ThresholdMasker(MaskingSettings())
+MASKER = ThresholdMasker(ThresholdParameters())
 
 
 def _volume(hu: np.ndarray, spacing: tuple[float, float, float]) -> CTVolume:
@@ -140,11 +142,15 @@ def test_abc2_of_a_box_and_of_an_ellipsoid() -> None:
 
 
 def test_methods_are_chosen_by_configuration() -> None:
-    assert isinstance(create_masker(MaskingSettings()), ThresholdMasker)
+    assert isinstance(create_masker("threshold"), ThresholdMasker)
     with pytest.raises(ConfigurationError, match="unknown masking.method"):
-        create_masker(MaskingSettings.model_construct(method="magic"))
-    with pytest.raises(ConfigurationError, match="blood_hu_min"):
-        create_masker(MaskingSettings(blood_hu_min=95.0))
+        create_masker("magic")
+    with pytest.raises(ValueError, match="blood_hu_min"):
+        ThresholdParameters(blood_hu_min=95.0)
+    with pytest.raises(ValidationError, match="blood_hu_min"):
+        load_settings(None, masking={"threshold": {"blood_hu_min": 95.0}})
+    with pytest.raises(ValidationError, match="blood_hu_mn"):
+        load_settings(None, masking={"threshold": {"blood_hu_mn": 45.0}})
 
 
 def test_rim_voxels_zero_means_no_rim() -> None:
@@ -152,6 +158,6 @@ def test_rim_voxels_zero_means_no_rim() -> None:
     setting must instead turn the rim step off (never grow more than with the default)."""
     volume, _ = _phantom((22.0, 18.0, 16.0), (28.0, 0.0, 0.0))
     with_rim = MASKER.segment(volume).mask
-    without = ThresholdMasker(MaskingSettings(rim_voxels=0)).segment(volume).mask
+    without = ThresholdMasker(ThresholdParameters(rim_voxels=0)).segment(volume).mask
     assert without.sum() < with_rim.sum()
     assert not (without & ~with_rim).any()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from daemon.cli import main as hemex_main
-from inference.clinical_variables import ClinicalVariables
+from domain.clinical import ClinicalVariables
 from inference.nifti_io import load_nifti_volume
 from inference.tanioka_preprocessing import geometry_for_shape
 from inference.training.augment import augment_image, oversample_indices

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 
 from daemon.cli import main as hemex_main
-from daemon.errors import InvalidInputError
-from inference.clinical_variables import ClinicalVariables
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask
+from domain.clinical import ClinicalVariables
+from domain.errors import InvalidInputError
+from domain.imaging import CTVolume, HematomaMask
 from inference.nifti_io import mask_to_nifti
 from inference.tanioka_preprocessing import geometry_for_shape
 from inference.training.case_images import mask_on_ct_grid, read_dicom_folder

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from daemon.errors import ModelError
+from domain.errors import ModelError
 from inference.model_card import load_model_card
 from inference.tanioka_models import build_model
 from inference.weights import _load_into_built, load_model_with_card, save_model_with_card

@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from daemon.alert.rules import AlertDecision
-from daemon.analysis.risk import NO_MODEL_CONFIGURED
-from daemon.analysis.study_analysis import StudyAnalysis
+from domain.analysis import StudyAnalysis
+from domain.prediction import NO_MODEL_CONFIGURED
 
 SCHEMA = "hemex.alert/1"
 NOT_VALIDATED_NOTICE = ("NOT CLINICALLY VALIDATED: research output from weights not validated on "

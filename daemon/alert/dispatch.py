@@ -11,13 +11,13 @@ from sqlite3 import Connection
 
 from daemon.alert.alert_message import build_alert_payload, build_email, payload_json
 from daemon.alert.rules import decide_alert
-from daemon.analysis.study_analysis import StudyAnalysis
 from daemon.config import AlertSettings
 from daemon.deliver.channels import EMAIL_CHANNEL, WEBHOOK_CHANNEL
 from daemon.deliver.email_sender import EMAIL_DESTINATION
 from daemon.deliver.outbox import Outbox
-from daemon.state.atomic_files import ensure_private_dir, write_atomically
 from daemon.state.database import Database
+from domain.analysis import StudyAnalysis
+from domain.durable_files import ensure_private_dir, write_atomically
 
 log = logging.getLogger(__name__)
 

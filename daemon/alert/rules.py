@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daemon.analysis.study_analysis import StudyAnalysis
 from daemon.config import AlertSettings
+from domain.analysis import StudyAnalysis
 
 REASON_VOLUME = "hematoma_volume"
 REASON_EXPANSION_RISK = "high_expansion_risk"

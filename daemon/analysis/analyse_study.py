@@ -20,17 +20,17 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from daemon import __version__
-from daemon.analysis.risk import PREDICTOR_VARIABLES, prediction_unavailable_reason, risk_category
-from daemon.analysis.study_analysis import Completion, StudyAnalysis, StudyIdentity
 from daemon.assemble.series_selection import SeriesCandidate, select_series
 from daemon.config import Settings
-from daemon.errors import NoAnalysableSeriesError
 from daemon.state.database import Database
-from daemon.study_handle import study_handle
-from inference.clinical_variables import ClinicalVariables
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask, HematomaMasker
+from domain.analysis import Completion, StudyAnalysis, StudyIdentity
+from domain.clinical import PREDICTOR_VARIABLES, ClinicalVariables
+from domain.errors import NoAnalysableSeriesError
+from domain.handles import study_handle
+from domain.imaging import CTVolume, HematomaMask
+from domain.prediction import prediction_unavailable_reason, risk_category
+from domain.version import __version__
+from inference.masking.base import HematomaMasker
 from inference.measurements import measure_hematoma
 from inference.prediction import ExpansionPredictor
 from inference.scores.brain_score import compute_brain_score

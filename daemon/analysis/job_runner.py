@@ -8,8 +8,8 @@ import threading
 import traceback
 from collections.abc import Callable, Mapping
 
-from daemon.errors import HemexError
 from daemon.state.job_queue import Job, JobQueue
+from domain.errors import HemexError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ from pydicom.dataset import Dataset
 
 from daemon.alert.dispatch import queue_alert
 from daemon.analysis.analyse_study import AnalysedStudy, StageTimer, results_folder, summary_of
-from daemon.analysis.study_analysis import StudyAnalysis
 from daemon.audit_log import audit
 from daemon.config import Settings
 from daemon.deliver.outbox import Outbox
@@ -31,8 +30,9 @@ from daemon.report.key_image_builder import build_key_images
 from daemon.report.seg_builder import build_segmentation
 from daemon.report.sr_builder import build_measurement_report
 from daemon.report.validation import validate_report_objects, write_dataset
-from daemon.state.atomic_files import write_atomically
 from daemon.state.database import Database
+from domain.analysis import StudyAnalysis
+from domain.durable_files import write_atomically
 from inference.nifti_io import gzipped, mask_to_nifti
 
 log = logging.getLogger(__name__)

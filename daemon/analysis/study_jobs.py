@@ -17,12 +17,12 @@ from pathlib import Path
 from daemon.analysis.analyse_study import MaskLoader, StudyAnalyser
 from daemon.analysis.job_runner import JobHandler
 from daemon.analysis.publish_result import ResultPublisher, latest_result, result_made_from
-from daemon.analysis.risk import PREDICTOR_VARIABLES
 from daemon.assemble.series_tracker import ANALYSE_STUDY
 from daemon.config import Settings
 from daemon.state.database import Database
 from daemon.state.job_queue import JobQueue
-from daemon.study_handle import study_handle
+from domain.clinical import PREDICTOR_VARIABLES
+from domain.handles import study_handle
 from inference.nifti_io import load_nifti_mask
 
 log = logging.getLogger(__name__)

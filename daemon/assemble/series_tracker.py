@@ -21,7 +21,7 @@ from daemon.config import SeriesCompletionSettings
 from daemon.receive.instance_store import InstanceHeader
 from daemon.state.database import Database
 from daemon.state.job_queue import JobQueue
-from daemon.study_handle import study_handle
+from domain.handles import study_handle
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,6 @@ from datetime import datetime
 from pathlib import Path
 from sqlite3 import Connection
 
-from daemon.analysis.risk import PREDICTOR_VARIABLES
-from daemon.analysis.study_analysis import StudyAnalysis, StudyIdentity
 from daemon.clinical.clinical_processor import ClinicalProcessor
 from daemon.clinical.mllp_server import MllpListener
 from daemon.clinical.observation_mapping import validate_local_code_map
@@ -18,9 +16,10 @@ from daemon.clinical.patient_matching import clinical_variables_for_study
 from daemon.config import Settings
 from daemon.deliver.outbox import Outbox
 from daemon.report.oru_builder import ORU_FILE_NAME, build_oru_r01, oru_control_id
-from daemon.state.atomic_files import write_atomically
 from daemon.state.database import Database
-from inference.clinical_variables import ClinicalVariables
+from domain.analysis import StudyAnalysis, StudyIdentity
+from domain.clinical import PREDICTOR_VARIABLES, ClinicalVariables
+from domain.durable_files import write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from datetime import datetime
 from pathlib import Path
 
 from daemon.clinical.hl7_parsing import CheckedMessage
-from daemon.errors import StorageFullError
-from daemon.state.atomic_files import ensure_private_dir, free_bytes, write_atomically
 from daemon.state.database import Database
+from domain.durable_files import ensure_private_dir, free_bytes, write_atomically
+from domain.errors import StorageFullError
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ from daemon.clinical.hl7_parsing import (
 )
 from daemon.clinical.message_store import MessageStore
 from daemon.config import Hl7Settings
-from daemon.errors import StorageFullError
 from daemon.state.database import Database
+from domain.errors import StorageFullError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from daemon.clinical.hl7_parsing import RawObservation, parse_hl7_datetime
-from daemon.errors import ConfigurationError
+from domain.errors import ConfigurationError
 
 Kind = Literal["number", "integer", "boolean", "time"]
 

@@ -24,7 +24,7 @@ from daemon.clinical.clinical_store import surviving_key
 from daemon.clinical.observation_mapping import VARIABLES
 from daemon.config import Hl7Settings
 from daemon.state.database import Database
-from inference.clinical_variables import ClinicalVariables
+from domain.clinical import ClinicalVariables
 
 
 @dataclass(frozen=True)

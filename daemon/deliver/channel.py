@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from daemon.errors import DeliveryError
+from domain.errors import DeliveryError
 
 Outcome = DeliveryError | None
 OutcomeCallback = Callable[[int, Outcome], None]

@@ -25,7 +25,7 @@ from pynetdicom.association import Association
 
 from daemon.config import DicomDestination, Settings
 from daemon.deliver.channel import Outcome, OutcomeCallback
-from daemon.errors import DeliveryError, PermanentDeliveryError
+from domain.errors import DeliveryError, PermanentDeliveryError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import ssl
 from pathlib import Path
 
 from daemon.config import EmailSettings, read_secret
-from daemon.errors import DeliveryError, PermanentDeliveryError
+from domain.errors import DeliveryError, PermanentDeliveryError
 
 log = logging.getLogger(__name__)
 

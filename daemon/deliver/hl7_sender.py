@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from daemon.config import Hl7Settings
-from daemon.errors import DeliveryError, PermanentDeliveryError
+from domain.errors import DeliveryError, PermanentDeliveryError
 
 log = logging.getLogger(__name__)
 

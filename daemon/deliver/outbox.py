@@ -29,8 +29,8 @@ from sqlite3 import Connection
 
 from daemon.config import OutboxSettings
 from daemon.deliver.channel import DeliveryChannel, SingleItemChannel, as_batch_channel
-from daemon.errors import DeliveryError, PermanentDeliveryError
 from daemon.state.database import Database
+from domain.errors import DeliveryError, PermanentDeliveryError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from daemon.config import WebhookTarget, read_secret
-from daemon.errors import DeliveryError, PermanentDeliveryError
+from domain.errors import DeliveryError, PermanentDeliveryError
 
 log = logging.getLogger(__name__)
 

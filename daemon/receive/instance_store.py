@@ -11,10 +11,10 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from daemon.errors import InvalidInputError, StorageFullError
-from daemon.state.atomic_files import ensure_private_dir, free_bytes, write_atomically
 from daemon.state.database import Database
-from daemon.study_handle import study_handle
+from domain.durable_files import ensure_private_dir, free_bytes, write_atomically
+from domain.errors import InvalidInputError, StorageFullError
+from domain.handles import study_handle
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from daemon.audit_log import audit
 from daemon.config import DicomListenerSettings
-from daemon.errors import ConfigurationError, InvalidInputError, StorageFullError
 from daemon.receive.instance_store import InstanceHeader, InstanceStore
-from daemon.study_handle import study_handle
+from domain.errors import ConfigurationError, InvalidInputError, StorageFullError
+from domain.handles import study_handle
 
 log = logging.getLogger(__name__)
 

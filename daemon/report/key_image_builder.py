@@ -15,13 +15,12 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.sr.codedict import codes as dcm_codes
 
-from daemon.analysis.study_analysis import StudyAnalysis
 from daemon.config import ReportSettings
-from daemon.errors import ReportBuildError
 from daemon.report.sr_builder import device_observer
 from daemon.report.uids import derived_uid, new_uid
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask
+from domain.analysis import StudyAnalysis
+from domain.errors import ReportBuildError
+from domain.imaging import CTVolume, HematomaMask
 
 
 def key_image_series_uid(settings: ReportSettings, study_uid: str) -> str:

@@ -17,10 +17,10 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.exceptions import HL7apyException
 
-from daemon.analysis.study_analysis import StudyAnalysis
 from daemon.clinical.hl7_ack import escape
 from daemon.config import Hl7Settings
-from daemon.errors import ReportBuildError
+from domain.analysis import StudyAnalysis
+from domain.errors import ReportBuildError
 
 ORU_FILE_NAME = "result.oru.hl7"
 CODING_SYSTEM = "99HEMEX"

@@ -17,11 +17,10 @@ from pydicom import Dataset
 from pydicom.sr.coding import Code
 
 from daemon.config import ReportSettings
-from daemon.errors import ReportBuildError
 from daemon.report import codes
 from daemon.report.uids import derived_uid, new_uid, seg_series_uid
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask
+from domain.errors import ReportBuildError
+from domain.imaging import CTVolume, HematomaMask
 
 SEGMENT_NUMBER = 1
 SEGMENT_LABEL = "Intraparenchymal hemorrhage"

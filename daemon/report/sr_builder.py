@@ -24,9 +24,7 @@ from typing import Any
 import highdicom as hd
 from pydicom import Dataset
 
-from daemon.analysis.study_analysis import StudyAnalysis
 from daemon.config import ReportSettings
-from daemon.errors import ReportBuildError
 from daemon.report import codes
 from daemon.report.seg_builder import MANUFACTURER_MODEL_NAME, SEGMENT_NUMBER, hematoma_tracking_uid
 from daemon.report.sr_evaluations import (  # re-exported: the alert says the same
@@ -35,7 +33,9 @@ from daemon.report.sr_evaluations import (  # re-exported: the alert says the sa
     qualitative_evaluations,
 )
 from daemon.report.uids import derived_uid, new_uid, sr_series_uid
-from inference.scores.brain_score import BrainScore
+from domain.analysis import StudyAnalysis
+from domain.brain_score import BrainScore
+from domain.errors import ReportBuildError
 
 __all__ = ["NOT_VALIDATED_STATEMENT", "NO_MODEL_STATEMENT", "build_measurement_report"]
 

@@ -13,10 +13,11 @@ import highdicom as hd
 from highdicom.sr import CodedConcept
 from pydicom.sr.coding import Code
 
-from daemon.analysis.risk import NO_MODEL_CONFIGURED, PREDICTOR_VARIABLES
-from daemon.analysis.study_analysis import StudyAnalysis
 from daemon.report import codes
-from inference.scores.brain_score import BrainScore
+from domain.analysis import StudyAnalysis
+from domain.brain_score import BrainScore
+from domain.clinical import PREDICTOR_VARIABLES
+from domain.prediction import NO_MODEL_CONFIGURED
 
 NOT_VALIDATED_STATEMENT = "not clinically validated - not for clinical decisions"
 NO_MODEL_STATEMENT = NO_MODEL_CONFIGURED

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydicom.uid import UID, generate_uid
 
 from daemon.config import ReportSettings
-from daemon.errors import ReportBuildError
+from domain.errors import ReportBuildError
 
 # pydicom's generate_uid accepts prefixes up to 54 characters (a UID is at most 64).
 _MAX_PREFIX_LENGTH = 54

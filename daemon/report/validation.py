@@ -28,8 +28,8 @@ from pathlib import Path
 import pydicom
 from pydicom import Dataset
 
-from daemon.errors import ReportBuildError
-from daemon.state.atomic_files import write_atomically
+from domain.durable_files import write_atomically
+from domain.errors import ReportBuildError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from daemon.state.atomic_files import ensure_private_dir
+from domain.durable_files import ensure_private_dir
 
 SCHEMA_VERSION = 2
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from daemon.config import Settings
 from daemon.state.database import Database
-from daemon.study_handle import study_handle
+from domain.handles import study_handle
 
 log = logging.getLogger(__name__)
 

@@ -1,34 +1,38 @@
 """Masking methods by name: ``masking.method`` in config.toml picks one, loaded once.
 
-A new method (a learned model, say) implements ``HematomaMasker`` and adds one entry.
+A new method implements ``HematomaMasker``, takes its own parameter dataclass (or none)
+and adds one entry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from daemon.config import MaskingSettings
-from daemon.errors import ConfigurationError
+from domain.errors import ConfigurationError
 from inference.masking.base import HematomaMasker
 from inference.masking.threshold import ThresholdMasker
 
-MASKERS: dict[str, Callable[[MaskingSettings], HematomaMasker]] = {
+MASKERS: dict[str, Callable[[Any], HematomaMasker]] = {
     "threshold": ThresholdMasker,
 }
 
 
-def create_masker(settings: MaskingSettings) -> HematomaMasker:
-    """The configured masking method, ready to ``segment`` volumes.
+def create_masker(method: str, parameters: object | None = None) -> HematomaMasker:
+    """The masking method called ``method``, ready to ``segment`` volumes.
+
+    ``parameters`` is the method's parameter dataclass (``inference.parameters``); None
+    takes its defaults.
 
     Raises
     ------
     ConfigurationError
-        When ``settings.method`` names no known method or its parameters are invalid.
+        When ``method`` names no known method or its parameters are invalid.
     """
-    factory = MASKERS.get(settings.method)
+    factory = MASKERS.get(method)
     if factory is None:
-        raise ConfigurationError(f"unknown masking.method {settings.method!r}; known: {', '.join(MASKERS)}")
+        raise ConfigurationError(f"unknown masking.method {method!r}; known: {', '.join(MASKERS)}")
     try:
-        return factory(settings)
+        return factory(parameters)
     except ValueError as exc:
         raise ConfigurationError(f"masking: {exc}") from exc

@@ -1,7 +1,7 @@
 """Training-free intraparenchymal hematoma masking: skull removal, HU thresholds around
 acute blood, connected components and morphology (method ``hemex-threshold``).
 
-Steps (parameters in ``[masking]`` of config.toml; rationale in docs/masking.md):
+Steps (parameters in ``[masking.threshold]`` of config.toml; rationale in docs/masking.md):
 
 1. Smooth the HU volume (Gaussian, ``smoothing_sigma_mm``) so noise does not push grey
    matter (35-45 HU) into the blood range.
@@ -33,9 +33,8 @@ import edt
 import numpy as np
 from scipy import ndimage
 
-from daemon.config import MaskingSettings
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask
+from domain.imaging import CTVolume, HematomaMask
+from inference.parameters import ThresholdParameters
 
 log = logging.getLogger("hemex.inference")
 
@@ -54,10 +53,8 @@ class ThresholdMasker:
     name = METHOD_NAME
     version = METHOD_VERSION
 
-    def __init__(self, settings: MaskingSettings) -> None:
-        if settings.blood_hu_min >= settings.blood_hu_max:
-            raise ValueError("masking.blood_hu_min must be below blood_hu_max")
-        self._settings = settings
+    def __init__(self, parameters: ThresholdParameters | None = None) -> None:
+        self._settings = parameters or ThresholdParameters()
 
     def segment(self, volume: CTVolume) -> HematomaMask:
         """The intraparenchymal hematoma mask of ``volume`` (see the module docstring)."""
@@ -155,7 +152,7 @@ def _distance_inside(mask: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray
 
 
 def _intracranial_space(hu: np.ndarray, smoothed: np.ndarray, spacing: tuple[float, ...],
-                        s: MaskingSettings) -> np.ndarray:
+                        s: ThresholdParameters) -> np.ndarray:
     """Soft tissue enclosed by the skull: opened, largest 3-D component, holes filled."""
     bone = ndimage.binary_dilation(hu > s.bone_hu, iterations=1)
     soft = (smoothed >= _SOFT_TISSUE_HU[0]) & (smoothed <= _SOFT_TISSUE_HU[1]) & ~bone

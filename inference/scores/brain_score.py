@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from domain.brain_score import BrainScore
 
 # Published risk of expansion by total points. Only the endpoints are verified against
 # the paper itself (abstract, PubMed 25503550: "3.4% for 0 point to 85.8% for 24
@@ -13,23 +13,6 @@ RISK_NOTE = ("published risk verified only at 0 points (3.4 %) and 24 points (85
              "intermediate values of the paper's table not verified, so not reported")
 WARFARIN_NOTE = ("anticoagulation scored from any anticoagulant at onset; the published "
                  "item is warfarin")
-
-
-@dataclass(frozen=True)
-class BrainScore:
-    """BRAIN score points (0-24) and the published risk of expansion at that score.
-
-    ``points`` is None when a component is missing; ``missing`` names those components
-    and ``components`` the points given to each known one. ``published_risk`` is None
-    where the paper's value could not be verified; ``note`` then says why.
-    """
-
-    points: int | None
-    published_risk: float | None
-    components: dict[str, int]
-    missing: tuple[str, ...]
-    reference: str = "Wang X et al. Stroke 2015;46:376-381 (BRAIN score)"
-    note: str = ""
 
 
 def volume_points(volume_ml: float) -> int:

@@ -18,11 +18,10 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from daemon.config import VolumeSettings
-from daemon.errors import InvalidInputError, UnsupportedSeriesError
-from inference.ct_volume import CTVolume
-from inference.masking.base import HematomaMask
+from domain.errors import InvalidInputError, UnsupportedSeriesError
+from domain.imaging import CTVolume, HematomaMask
 from inference.nifti_io import load_nifti_volume
+from inference.parameters import GeometryLimits
 from inference.series_to_volume import volume_from_datasets
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -30,7 +29,7 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _GRID_TOLERANCE = 0.01
 
 
-def read_dicom_folder(folder: Path, settings: VolumeSettings | None = None) -> CTVolume:
+def read_dicom_folder(folder: Path, settings: GeometryLimits | None = None) -> CTVolume:
     """The HU volume of the one series whose images are in ``folder`` (not recursive).
 
     Files that are not DICOM, or DICOM without pixels (a DICOMDIR), are skipped.

@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from daemon.config import MaskingSettings
-from daemon.errors import InvalidInputError
-from inference.clinical_variables import ClinicalVariables
+from domain.clinical import BINARY_PREDICTOR_VARIABLES, PREDICTOR_VARIABLES, ClinicalVariables
+from domain.errors import InvalidInputError
 from inference.masking.base import HematomaMasker
 from inference.masking.registry import create_masker
-from inference.model_card import BINARY_VARIABLES, Standardisation
-from inference.tanioka_models import CLINICAL_VARIABLES
+from inference.model_card import Standardisation
+from inference.parameters import MaskingChoice
 from inference.tanioka_preprocessing import ALGORITHM_VERSION as PREPROCESSING_VERSION
 from inference.tanioka_preprocessing import TaniokaGeometry, hematoma_image
 from inference.training.case_images import load_ct, mask_on_ct_grid
@@ -115,9 +114,9 @@ def load_manifest(csv_path: Path) -> list[Case]:
                 if value and not (root / value).exists():
                     raise InvalidInputError(f"{where}: {column} not found: {value}")
             values: dict[str, object] = {}
-            for name in CLINICAL_VARIABLES:
+            for name in PREDICTOR_VARIABLES:
                 raw = row.get(name) or ""
-                values[name] = (_bool(raw, f"{where} {name}") if name in BINARY_VARIABLES
+                values[name] = (_bool(raw, f"{where} {name}") if name in BINARY_PREDICTOR_VARIABLES
                                 else _float(raw, f"{where} {name}"))
             cases.append(Case(case_id=row["case_id"].strip(), ct_path=root / row["ct"].strip(),
                               mask_path=root / mask if mask else None, label=_label(row, where),
@@ -169,17 +168,17 @@ def cache_key(case: Case, geometry: TaniokaGeometry, masking: str = "") -> str:
 
 
 def prepare_images(cases: list[Case], geometry: TaniokaGeometry, cache_dir: Path,
-                   masking: MaskingSettings | None = None) -> PreparedImages:
+                   masking: MaskingChoice | None = None) -> PreparedImages:
     """Preprocess each case once into ``cache_dir`` as (H, W, slices, 1) float32 .npy.
 
     Cases without a mask file get one from the automatic method ``masking`` names
     (default settings when None), created once and only if needed.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    masking = masking or MaskingSettings()
+    masking = masking or MaskingChoice()
     masker: HematomaMasker | None = None
     if any(c.mask_path is None for c in cases):
-        masker = create_masker(masking)
+        masker = create_masker(masking.method, masking.parameters)
     method = f"{masker.name} {masker.version}" if masker else None
     paths = []
     for n, case in enumerate(tqdm(cases, desc="preprocessing", unit="case")):
@@ -210,8 +209,8 @@ def prepare_images(cases: list[Case], geometry: TaniokaGeometry, cache_dir: Path
 def fit_standardisation(cases: list[Case]) -> dict[str, Standardisation]:
     """Mean and SD (ddof 0, as scikit-learn's StandardScaler) of each continuous variable."""
     scalers = {}
-    for name in CLINICAL_VARIABLES:
-        if name in BINARY_VARIABLES:
+    for name in PREDICTOR_VARIABLES:
+        if name in BINARY_PREDICTOR_VARIABLES:
             continue
         values = np.array([getattr(c.clinical, name) for c in cases
                            if getattr(c.clinical, name) is not None], dtype=np.float64)
@@ -226,13 +225,13 @@ def clinical_matrix(cases: list[Case], scalers: dict[str, Standardisation]) -> n
     """(n, 5) float32 in the model's order; InvalidInputError if a value is missing."""
     rows = []
     for case in cases:
-        missing = case.clinical.missing(CLINICAL_VARIABLES)
+        missing = case.clinical.missing(PREDICTOR_VARIABLES)
         if missing:
             raise InvalidInputError(f"case {case.case_id}: missing {', '.join(missing)} "
                                     "(the multimodal model needs all five)")
         rows.append([1.0 if case.clinical.anticoagulant_use else 0.0]
                     + [scalers[n].apply(float(getattr(case.clinical, n)))
-                       for n in CLINICAL_VARIABLES[1:]])
+                       for n in PREDICTOR_VARIABLES[1:]])
     return np.asarray(rows, dtype=np.float32)
 
 

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt
 import numpy as np
 
-from daemon.config import MaskingSettings
+from inference.parameters import MaskingChoice
 from inference.tanioka_preprocessing import geometry_for_shape
 from inference.training.dataset import (
     PreparedImages,
@@ -45,7 +45,7 @@ class EvaluationReport:
 
 
 def predict_cases(loaded: LoadedModel, manifest: Path, cache_dir: Path, batch_size: int = 2,
-                  masking: MaskingSettings | None = None,
+                  masking: MaskingChoice | None = None,
                   ) -> tuple[list[str], np.ndarray, np.ndarray, PreparedImages]:
     """(case ids, labels, probabilities, prepared images) of every case in ``manifest``."""
     card = loaded.card
@@ -114,7 +114,7 @@ def format_metrics(report: EvaluationReport) -> str:
 
 def evaluate(weights: Path, manifest: Path, out_dir: Path, threshold: float = 0.5,
              n_boot: int = 2000, seed: int = 0,
-             masking: MaskingSettings | None = None) -> EvaluationReport:
+             masking: MaskingChoice | None = None) -> EvaluationReport:
     """Evaluate ``weights`` (with their card) on ``manifest``; write files to ``out_dir``.
 
     Cases without a mask file are masked by the automatic method ``masking`` names.

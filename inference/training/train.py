@@ -19,11 +19,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from daemon import __version__
-from daemon.config import MaskingSettings
-from daemon.errors import InvalidInputError
+from domain.clinical import PREDICTOR_VARIABLES
+from domain.errors import InvalidInputError
+from domain.version import __version__
 from inference.model_card import ModelCard, Standardisation, graph_of
-from inference.tanioka_models import CLINICAL_VARIABLES, ModelSpec, build_model
+from inference.parameters import MaskingChoice
+from inference.tanioka_models import ModelSpec, build_model
 from inference.tanioka_preprocessing import geometry_for_shape
 from inference.training.augment import augment_image, oversample_indices
 from inference.training.dataset import (
@@ -56,7 +57,7 @@ class TrainConfig:
     threshold: float = 0.5
     verbose: int = 1
     # The automatic method for cases whose manifest row has no mask.
-    masking: MaskingSettings = field(default_factory=MaskingSettings)
+    masking: MaskingChoice = field(default_factory=MaskingChoice)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def _card_factory(config: TrainConfig, scalers: dict[str, Standardisation], n_tr
                         "internal_validation_auc": m.auc.value},  # type: ignore[attr-defined]
             clinically_validated=False,
             input_shape=spec.input_shape,
-            clinical_variables=CLINICAL_VARIABLES if spec.multimodal else (),
+            clinical_variables=PREDICTOR_VARIABLES if spec.multimodal else (),
             standardisation=scalers if spec.multimodal else {},
             graph=graph_of(spec),
         )

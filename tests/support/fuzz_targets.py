@@ -14,9 +14,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 
 from daemon.clinical.hl7_parsing import MessageRejected, check_message, extract_content
-from daemon.errors import InvalidInputError
 from daemon.receive.instance_store import InstanceHeader
 from daemon.receive.storage_scp import _DECODE_ERRORS, _check_native_pixel_length
+from domain.errors import InvalidInputError
 from tests.support.hl7_peers import adt, merge, obx, oru
 
 # What handle_store converts to 0xC000 (daemon/receive/storage_scp.py).

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import keras
 
+from domain.clinical import PREDICTOR_VARIABLES
 from inference.model_card import ModelCard, Standardisation, graph_of
-from inference.tanioka_models import CLINICAL_VARIABLES, ModelSpec, build_model
+from inference.tanioka_models import ModelSpec, build_model
 from inference.weights import save_model_with_card
 
 TINY_SHAPE = (16, 16, 16, 1)
@@ -31,7 +32,7 @@ def tiny_card(spec: ModelSpec, validated: bool = False) -> ModelCard:
         origin="random initialisation in a test", training_data="none (synthetic test)",
         intended_use="tests only", validation={}, clinically_validated=validated,
         input_shape=spec.input_shape,
-        clinical_variables=CLINICAL_VARIABLES if spec.multimodal else (),
+        clinical_variables=PREDICTOR_VARIABLES if spec.multimodal else (),
         standardisation=STANDARDISATION if spec.multimodal else {}, graph=graph_of(spec))
 
 

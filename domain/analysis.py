@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from inference.clinical_variables import ClinicalVariables
-from inference.measurements import HematomaMeasurements
-from inference.prediction import ExpansionPrediction
+from domain.brain_score import BrainScore
+from domain.clinical import ClinicalVariables
+from domain.measurements import HematomaMeasurements
+from domain.prediction import ExpansionPrediction, RiskCategory
 
 Completion = Literal["PARTIAL", "COMPLETE"]
-RiskCategory = Literal["high", "low", "not_validated", "unavailable"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class StudyAnalysis:
     measurements: HematomaMeasurements
     clinical: ClinicalVariables
     prediction: ExpansionPrediction | None
-    brain_score: object | None  # inference.scores.brain_score.BrainScore
+    brain_score: BrainScore | None
     completion: Completion
     risk_category: RiskCategory
     software_version: str

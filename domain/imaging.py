@@ -1,4 +1,4 @@
-"""The CT volume every analysis step works on."""
+"""The images every analysis step works on: the CT volume and the hematoma mask on its grid."""
 
 from __future__ import annotations
 
@@ -55,3 +55,25 @@ class CTVolume:
         """Volume of one voxel in millilitres (1 mL = 1000 mm^3)."""
         s, r, c = self.spacing_mm
         return s * r * c / 1000.0
+
+
+@dataclass(frozen=True)
+class HematomaMask:
+    """Intraparenchymal hematoma mask on the voxel grid of a CTVolume.
+
+    ``mask`` is a boolean array of the volume's shape. ``intraventricular`` is an
+    optional boolean mask of intraventricular blood (not counted in the hematoma volume)
+    when the method can separate it; None when it cannot. ``learned`` is False only for
+    methods with no trained weights (the SEG then names the algorithm family
+    "Morphological Operations" rather than "Artificial Intelligence").
+    """
+
+    mask: np.ndarray
+    method_name: str
+    method_version: str
+    intraventricular: np.ndarray | None = None
+    learned: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mask.dtype != np.bool_:
+            raise ValueError("a hematoma mask is boolean")

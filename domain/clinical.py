@@ -1,16 +1,29 @@
-"""Clinical variables attached to a study, as the predictor and scores read them."""
+"""Clinical variables attached to a study, as the predictor and scores read them, and the
+one list of the expansion predictor's variables."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
 
+# Multimodal CNN Model 2 (Tanioka et al. 2024): its five variables in the model's input
+# order. The model, its card, training, the report and the alert all read this one list.
+PREDICTOR_VARIABLES: tuple[str, ...] = (
+    "anticoagulant_use",
+    "systolic_bp_mmhg",
+    "diastolic_bp_mmhg",
+    "pt_inr",
+    "hours_onset_to_ct",
+)
+# Predictor variables that enter the model as 0/1 and are not standardised.
+BINARY_PREDICTOR_VARIABLES: frozenset[str] = frozenset({"anticoagulant_use"})
+
 
 @dataclass(frozen=True)
 class ClinicalVariables:
     """Values matched to one CT study; None where nothing was found.
 
-    Units are fixed here; conversion happens at intake (daemon/clinical).
+    Units are fixed here; conversion happens at intake (daemon/intake).
     """
 
     anticoagulant_use: bool | None = None

@@ -8,7 +8,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from daemon.errors import StorageFullError
+from domain.errors import StorageFullError
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -1,5 +1,6 @@
-"""`hemex train` and `hemex evaluate`: argument parsing only; the work is in train.py and
-evaluate.py."""
+"""`hemex train` and `hemex evaluate`: argument parsing, and the node's ``[masking]`` for
+cases without a mask; the work is in inference/training (imported only when a command runs,
+so that `hemex --help` does not load Keras)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon.config import MaskingSettings
-from daemon.errors import HemexError
-from inference.tanioka_models import ModelSpec
+from domain.errors import HemexError
+from inference.parameters import MaskingChoice
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -27,13 +27,13 @@ def _kernels(text: str) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)  # type: ignore[return-value]
 
 
-def _masking(args: argparse.Namespace) -> MaskingSettings:
-    """The node's masking settings (from --config), used where a case has no mask."""
+def _masking(args: argparse.Namespace) -> MaskingChoice:
+    """The node's masking method (from --config), used where a case has no mask."""
     if args.config is None:
-        return MaskingSettings()
+        return MaskingChoice()
     from daemon.config import load_settings
 
-    return load_settings(args.config).masking
+    return load_settings(args.config).masking.choice()
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -51,6 +51,7 @@ def _reported(run: Command) -> Command:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from inference.tanioka_models import ModelSpec
     from inference.training.train import TrainConfig, train
 
     overrides: dict[str, object] = {}

@@ -1,0 +1,24 @@
+"""What is measured on a hematoma mask, as the report and alert read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HematomaMeasurements:
+    """What is measured on one intraparenchymal hematoma mask.
+
+    ``volume_ml`` is planimetry (voxel count x voxel volume), the reference value;
+    ``abc2_ml`` is the bedside ellipsoid estimate (A x B x C / 2) given for comparison.
+    ``diameters_mm`` are A (largest axial diameter), B (perpendicular to A in the same
+    slice) and C (cranio-caudal extent).
+    """
+
+    volume_ml: float
+    abc2_ml: float
+    diameters_mm: tuple[float, float, float]
+    voxel_count: int
+    intraventricular_extension: bool | None
+    method_name: str
+    method_version: str

@@ -1,0 +1,3 @@
+"""The software version every report, model card and log line names."""
+
+__version__ = "0.1.0"
