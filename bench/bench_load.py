@@ -22,8 +22,8 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from bench.kill_loop import _free_port, _start
+from tests.support.dicom_listener import tiny_ct
 from tests.support.peers import DCMTK_ENV
-from tests.test_dicom_listener import tiny_ct
 
 
 def make_series(folder: Path, slices: int, size: int) -> list[Path]:

@@ -24,40 +24,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.fuzz_targets import (
-    DICOM_EXPECTED,
+    DICOM_STATUSES,
     HL7_EXPECTED,
-    dicom_header_target,
+    DicomTarget,
     dicom_seed,
     hl7_seeds,
     hl7_target,
+    mutated,
 )
 from tests.support.hl7_peers import MllpClient, adt, msa, start_intake
 
 FOUND = Path(__file__).with_name("fuzz_found")
 
 
-def mutated(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
-    """Seeds with a few byte flips, an insertion and an optional truncation; or random bytes."""
+def fuzz(name: str, target: Callable[[bytes], object], expected: tuple[type[BaseException], ...],
+         strategy: st.SearchStrategy[bytes], seconds: float,
+         accept: Callable[[object], bool] = lambda _: True) -> tuple[int, list[bytes]]:
+    """Run ``target`` on generated inputs for about ``seconds``; (cases, failing inputs).
 
-    @st.composite
-    def _mutate(draw: st.DrawFn) -> bytes:
-        data = bytearray(draw(st.sampled_from(seeds)))
-        for _ in range(draw(st.integers(0, 8))):
-            pos = draw(st.integers(0, len(data) - 1))
-            data[pos] = draw(st.integers(0, 255))
-        if draw(st.booleans()):
-            pos = draw(st.integers(0, len(data)))
-            data[pos:pos] = draw(st.binary(max_size=64))
-        if draw(st.booleans()):
-            data = data[: draw(st.integers(0, len(data)))]
-        return bytes(data)
-
-    return st.one_of(_mutate(), st.binary(max_size=512))
-
-
-def fuzz(name: str, target: Callable[[bytes], None], expected: tuple[type[BaseException], ...],
-         strategy: st.SearchStrategy[bytes], seconds: float) -> tuple[int, list[bytes]]:
-    """Run ``target`` on generated inputs for about ``seconds``; (cases, crashing inputs)."""
+    An input fails when ``target`` raises anything but ``expected`` or returns something
+    ``accept`` refuses (for the C-STORE handler: a status it must not answer).
+    """
     cases, crashes = 0, []
     deadline = time.monotonic() + seconds
 
@@ -70,14 +57,19 @@ def fuzz(name: str, target: Callable[[bytes], None], expected: tuple[type[BaseEx
             return
         cases += 1
         try:
-            target(data)
+            outcome = target(data)
         except expected:
-            pass
+            return
         except Exception:  # noqa: BLE001 - the point of a fuzzer: record every unexpected type
-            crashes.append(data)
-            FOUND.mkdir(exist_ok=True)
-            (FOUND / f"{name}-{len(crashes)}.bin").write_bytes(data)
-            print(f"  {name} crash: {traceback.format_exc(limit=3).splitlines()[-1]}")
+            problem = traceback.format_exc(limit=3).splitlines()[-1]
+        else:
+            if accept(outcome):
+                return
+            problem = f"answered {outcome!r}"
+        crashes.append(data)
+        FOUND.mkdir(exist_ok=True)
+        (FOUND / f"{name}-{len(crashes)}.bin").write_bytes(data)
+        print(f"  {name} failure: {problem}")
 
     while time.monotonic() < deadline:
         run()
@@ -127,17 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mllp-streams", type=int, default=200)
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
-    with tempfile.TemporaryDirectory() as tmp:
-        dicom = [dicom_seed(Path(tmp))]
     hl7 = hl7_seeds()
     total_failures = 0
-    for name, target, expected, seeds in (("dicom", dicom_header_target, DICOM_EXPECTED, dicom),
-                                          ("hl7", hl7_target, HL7_EXPECTED, hl7)):
-        start = time.monotonic()
-        cases, crashes = fuzz(name, target, expected, mutated(seeds), args.seconds)
-        elapsed = time.monotonic() - start
-        total_failures += len(crashes)
-        print(f"{name}: cases={cases} seconds={elapsed:.1f} rate={cases / elapsed:.0f}/s failures={len(crashes)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        dicom_target = DicomTarget(Path(tmp))
+        runs: tuple[tuple[str, Callable[[bytes], object], tuple[type[BaseException], ...], list[bytes],
+                          Callable[[object], bool]], ...] = (
+            ("dicom", dicom_target, (), [dicom_seed(Path(tmp))], lambda status: status in DICOM_STATUSES),
+            ("hl7", hl7_target, HL7_EXPECTED, hl7, lambda _: True))
+        for name, target, expected, seeds, accept in runs:
+            start = time.monotonic()
+            cases, crashes = fuzz(name, target, expected, mutated(seeds), args.seconds, accept)
+            elapsed = time.monotonic() - start
+            total_failures += len(crashes)
+            print(f"{name}: cases={cases} seconds={elapsed:.1f} rate={cases / elapsed:.0f}/s"
+                  f" failures={len(crashes)}")
+        dicom_target.close()
     start = time.monotonic()
     streams, failures = fuzz_mllp(args.mllp_streams, hl7)
     total_failures += failures

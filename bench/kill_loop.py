@@ -1,6 +1,6 @@
 """kill -9 the DICOM listener at random moments while a scanner sends; count what survived.
 
-The process under test is the listener alone (start_listener + InstanceStore, the
+The process under test is the listener alone (tests/support/dicom_listener.py: the
 node's own receive path) in a subprocess; bench/kill_loop_node.py kills the whole node
 (`hemex serve`) while it also analyses and delivers. A pynetdicom SCU sends synthetic
 tiny CT slices and records each SOP Instance UID the listener acknowledged with 0x0000;
@@ -18,7 +18,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -32,15 +31,9 @@ import pydicom
 
 def serve(data_dir: Path, port: int) -> None:
     """The process under test: the node's receive path on ``port``."""
-    from daemon.config import DicomListenerSettings
-    from daemon.receive.instance_store import InstanceStore
-    from daemon.receive.storage_scp import start_listener
-    from daemon.state.database import Database
+    from tests.support.dicom_listener import start_receive_listener
 
-    settings = DicomListenerSettings(host="127.0.0.1", port=port, allowed_calling_ae_titles=["STORESCU"],
-                                     min_free_disk_mb=0)
-    store = InstanceStore(Database(data_dir / "hemex.sqlite3"), data_dir / "spool", 0)
-    start_listener(settings, store)
+    start_receive_listener(data_dir, port=port, min_free_disk_mb=0)
     threading.Event().wait()
 
 
@@ -103,9 +96,12 @@ def _send_until_killed(port: int, files: list[Path], tally: Tally) -> None:
 
 
 def _check(data_dir: Path, tally: Tally) -> None:
-    conn = sqlite3.connect(data_dir / "hemex.sqlite3")
-    rows = dict(conn.execute("SELECT sop_instance_uid, path FROM instances").fetchall())
-    conn.close()
+    from daemon.state.database import Database
+
+    db = Database(data_dir / "db.sqlite3")  # opened after the last kill: recovers the WAL
+    with db.reading() as repos:
+        rows = {i.sop_instance_uid: i.path for i in repos.images.instances()}
+    db.close()
     for uid in tally.acknowledged:
         if uid not in rows:
             tally.lost.append(uid)
@@ -120,7 +116,7 @@ def make_series(folder: Path, count: int) -> list[Path]:
     """``count`` synthetic tiny CT slices named by their SOP Instance UID."""
     from pydicom.uid import generate_uid
 
-    from tests.test_dicom_listener import tiny_ct
+    from tests.support.dicom_listener import tiny_ct
 
     study, series = generate_uid(), generate_uid()
     files = []

@@ -48,7 +48,7 @@ from tests.support.node_process import (
     Scanner,
     write_node_config,
 )
-from tests.support.peers import free_port, wait_until
+from tests.support.peers import wait_until
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
 
 PHASES = ("sending", "analysing", "delivering")
@@ -130,7 +130,7 @@ class _Run:
         self.job_window_s = job_window_s
         self.studies = studies
         self.released = 0
-        self.pacs = CountingPacs(free_port()).start()
+        self.pacs = CountingPacs().start()
         self.webhook = HttpReceiver.start()
         self.config = write_node_config(work, self.pacs.port, self.pacs.ae_title, webhook_url=self.webhook.url,
                                         quiet_period_s=quiet_period_s, validate_reports=validate_reports)

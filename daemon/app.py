@@ -1,4 +1,9 @@
-"""Wires the stages into one running node. No stage logic here."""
+"""Wires the stages into one running node. No stage logic here.
+
+receive (DICOM) -> assemble -> [jobs: analyse -> report -> dispatch] -> deliver
+intake (HL7)    -> [job: clinical_update] -> analyse (finalise)
+retention (scheduled)
+"""
 
 from __future__ import annotations
 
@@ -6,64 +11,70 @@ import logging
 import signal
 import threading
 import time
-from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from pynetdicom.transport import ThreadedAssociationServer
 
-from daemon.analysis.analyse_study import StudyAnalyser
-from daemon.analysis.job_runner import JobRunner
-from daemon.analysis.publish_result import ResultPublisher
-from daemon.analysis.study_jobs import StudyJobs
+from daemon.analyse.analyse_job import AnalyseStage
+from daemon.analyse.clinical_update_job import ClinicalUpdateStage
+from daemon.analyse.models import configured_masker, configured_predictor
 from daemon.assemble.series_tracker import SeriesTracker
-from daemon.clinical.intake_service import ClinicalIntake
+from daemon.audit_log import AuditLog
 from daemon.config import Settings
 from daemon.deliver.channels import build_channels
 from daemon.deliver.outbox import Outbox
-from daemon.metrics import MetricsServer, start_metrics_server
+from daemon.deliver.outbox_worker import OutboxWorker
+from daemon.dispatch.dispatch_job import DispatchStage
+from daemon.intake.hl7_intake import Hl7Intake
+from daemon.jobs.runner import JobHandler, JobRunner
+from daemon.jobs.wakeup import Wakeup
+from daemon.ops.metrics import MetricsServer, start_metrics_server
 from daemon.receive.instance_store import InstanceStore
 from daemon.receive.storage_scp import start_listener
+from daemon.report.report_job import ReportStage
+from daemon.retention.purge import purge_expired
 from daemon.state.database import Database
-from daemon.state.job_queue import JobQueue
 from domain.durable_files import ensure_private_dir
-from inference.masking.registry import create_masker
-from inference.prediction import ExpansionPredictor
+from domain.jobs import JobKind
 
 log = logging.getLogger(__name__)
 
-OUTBOX_JOB = "outbox"
-
 
 class Node:
-    """The running daemon: listeners, scheduler, job worker and outbox."""
+    """The running daemon: listeners, scheduler, job worker and outbox worker."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         for folder in (settings.data_dir, settings.spool_dir, settings.results_dir, settings.log_dir):
             ensure_private_dir(folder)
         self.db = Database(settings.database_path)
-        self.jobs = JobQueue(self.db)
+        self.audit = AuditLog(settings.log_dir)
+        self.job_wakeup, self.outbox_wakeup = Wakeup(), Wakeup()
         self.scheduler = BackgroundScheduler(timezone="UTC")
-        self.outbox = Outbox(self.db, settings.outbox, build_channels(settings))
-        # Models are loaded once here and kept warm for every study.
-        masker = create_masker(settings.masking.method, settings.masking.threshold)
-        predictor = _expansion_predictor(settings)
-        self.clinical = _clinical_intake(settings, self.db)
-        self.analyser = StudyAnalyser(settings, self.db, masker, predictor,
-                                      self.clinical.lookup if self.clinical else None)
-        self.publisher = ResultPublisher(settings, self.db, self.outbox,
-                                         self.clinical.result_writer(self.outbox) if self.clinical else None,
-                                         on_published=self.wake_outbox)
-        self.study_jobs = StudyJobs(settings, self.db, self.jobs, self.analyser, self.publisher)
-        self.runner = JobRunner(self.jobs, self.study_jobs.handlers())
-        self.tracker = SeriesTracker(self.db, self.jobs, self.scheduler, settings.series,
-                                     on_study_queued=self.runner.wake)
+        self.outbox = Outbox(self.db, settings.outbox, build_channels(settings), self.audit)
+        self.outbox_worker = OutboxWorker(self.outbox, self.outbox_wakeup, settings.outbox.poll_interval_s)
+        self.tracker = SeriesTracker(self.db, settings.series, self.job_wakeup)
         self.store = InstanceStore(self.db, settings.spool_dir, settings.dicom.min_free_disk_mb * 1024 * 1024,
-                                   on_stored=self.tracker.instance_stored)
+                                   self.tracker)
+        # The models are loaded once here and kept warm for every study.
+        self.analyse = AnalyseStage(settings, self.db, configured_masker(settings), configured_predictor(settings),
+                                    self.job_wakeup)
+        self.report = ReportStage(settings, self.db, self.job_wakeup)
+        self.dispatch = DispatchStage(settings, self.db, self.audit, self.outbox_wakeup)
+        clinical = ClinicalUpdateStage(settings.hl7, self.db, self.job_wakeup)
+        handlers: dict[JobKind, JobHandler] = {
+            JobKind.ANALYSE_STUDY: self.analyse.analyse_study,
+            JobKind.REPLAY_STUDY: self.analyse.replay_study,
+            JobKind.FINALISE_STUDY: self.analyse.finalise_study,
+            JobKind.CLINICAL_UPDATE: clinical.clinical_update,
+            JobKind.REPORT_STUDY: self.report.report_study,
+            JobKind.DISPATCH_REPORT: self.dispatch.dispatch_report,
+        }
+        self.runner = JobRunner(self.db, handlers, self.job_wakeup)
+        self.hl7 = Hl7Intake(settings, self.db, self.audit, self.job_wakeup) if settings.hl7.enabled else None
         self._dicom_server: ThreadedAssociationServer | None = None
         self._dicom_acceptor: threading.Thread | None = None
         self._metrics: MetricsServer | None = None
-        self._stopped = threading.Event()
         self._stop_requested = False  # set by the SIGTERM/SIGINT handler
         self._signal_handlers_installed = False
 
@@ -85,38 +96,43 @@ class Node:
 
     def start(self) -> None:
         """Resume unfinished work, then open the listeners."""
-        resumed = self.jobs.resume_interrupted()
-        self.scheduler.start()
+        resumed = self.runner.resume_interrupted()
         reopened = self.tracker.resume_open_series()
-        self.scheduler.add_job(self.outbox.deliver_due, "interval", seconds=self.settings.outbox.poll_interval_s,
-                               id=OUTBOX_JOB, max_instances=1, coalesce=True)
+        self.scheduler.start()
+        self.scheduler.add_job(self.tracker.check_due, "interval", seconds=self.settings.series.check_interval_s,
+                               id="series-completion", max_instances=1, coalesce=True)
+        if self.settings.retention.enabled:
+            self.scheduler.add_job(self.purge_expired, "interval", hours=self.settings.retention.interval_h,
+                                   id="retention", max_instances=1, coalesce=True)
+            self.scheduler.add_job(self.purge_expired, id="retention-at-start")
+        self.outbox_worker.start()
         self.runner.start()
-        if self.clinical is not None:
-            self.clinical.start(on_studies_updated=self.study_jobs.clinical_data_arrived)
+        if self.hl7 is not None:
+            self.hl7.start()
         threads_before = set(threading.enumerate())
-        self._dicom_server = start_listener(self.settings.dicom, self.store)
+        self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit)
         self._dicom_acceptor = _acceptor_thread(threads_before)
         self._metrics = start_metrics_server(self.settings, self.db, self.dicom_listener_alive)
-        log.info("node started resumed_jobs=%d open_series=%d dicom_port=%d", resumed, reopened,
-                 self.dicom_port)
+        log.info("node started resumed_jobs=%d open_series=%d dicom_port=%d", resumed, reopened, self.dicom_port)
 
-    def wake_outbox(self) -> None:
-        """Run a delivery pass now instead of at the next poll (results just queued)."""
-        if self.scheduler.running and self.scheduler.get_job(OUTBOX_JOB) is not None:
-            self.scheduler.modify_job(OUTBOX_JOB, next_run_time=datetime.now(timezone.utc))
+    def purge_expired(self) -> None:
+        """One retention pass (scheduled; its figures go to the metrics)."""
+        purge_expired(self.db, self.settings, time.time())
 
     def stop(self) -> None:
         """Close the listeners first, then let running work finish."""
         if self._dicom_server is not None:
             self._dicom_server.shutdown()
-        if self.clinical is not None:
-            self.clinical.stop()
+        if self.hl7 is not None:
+            self.hl7.stop()
         self.scheduler.shutdown(wait=True)
         self.runner.stop()
+        self.outbox_worker.stop()
         # Last, so /healthz says 503 (listener closed) while running work drains.
         if self._metrics is not None:
             self._metrics.stop()
-        self._stopped.set()
+        self.audit.close()
+        self.db.close()
         log.info("node stopped")
 
     def handle_shutdown_signals(self) -> None:
@@ -153,17 +169,3 @@ def _acceptor_thread(threads_before: set[threading.Thread]) -> threading.Thread 
     started = [thread for thread in threading.enumerate()
                if thread not in threads_before and thread.name.startswith("AcceptorServer")]
     return started[0] if started else None
-
-
-def _expansion_predictor(settings: Settings) -> ExpansionPredictor | None:
-    """The configured predictor, or None; Keras (and its backend) load only when needed."""
-    weights = (settings.prediction.weights_path, settings.prediction.image_only_weights_path)
-    if not settings.prediction.enabled or weights == (None, None):
-        return None
-    from inference.expansion_predictor import create_predictor
-
-    return create_predictor(settings.prediction.predictor_options())
-
-
-def _clinical_intake(settings: Settings, db: Database) -> ClinicalIntake | None:
-    return ClinicalIntake(settings, db) if settings.hl7.enabled else None

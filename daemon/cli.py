@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from daemon.config import Settings, load_settings
+from daemon.training_commands import add_evaluate_parser, add_train_parser
 from domain.version import __version__
 
 log = logging.getLogger("hemex")
@@ -51,14 +52,14 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from daemon.node_status import node_status
+    from daemon.ops.node_status import node_status
 
     print(json.dumps(node_status(_settings(args)), indent=2))
     return 0
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
-    from daemon.node_status import dead_letters
+    from daemon.ops.node_status import dead_letters
 
     for item in dead_letters(_settings(args)):
         print(json.dumps(item))
@@ -66,10 +67,22 @@ def _dead_letters(args: argparse.Namespace) -> int:
 
 
 def _retry_dead(args: argparse.Namespace) -> int:
-    from daemon.node_status import retry_dead_letters
+    from daemon.ops.node_status import retry_dead
 
-    count = retry_dead_letters(_settings(args), args.ids or None)
+    count = retry_dead(_settings(args), args.ids or None)
     print(f"{count} item(s) queued for delivery again")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from daemon.ops.node_status import replay_study
+
+    try:
+        handle = replay_study(_settings(args), args.study_uid)
+    except KeyError:
+        print(f"hemex replay: the node holds no study {args.study_uid}", file=sys.stderr)
+        return 1
+    print(f"study {handle} queued for analysis again; the running node picks it up")
     return 0
 
 
@@ -108,18 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("ids", nargs="*", type=int, help="outbox ids (default: all)")
     retry.set_defaults(func=_retry_dead)
 
+    replay = commands.add_parser("replay", help="analyse a study again from its stored images"
+                                 " (after a failure, or a changed configuration)")
+    _add_config_argument(replay)
+    replay.add_argument("study_uid", help="Study Instance UID")
+    replay.set_defaults(func=_replay)
+
     echo = commands.add_parser("echo", help="C-ECHO a configured DICOM destination")
     _add_config_argument(echo)
     echo.add_argument("destination", help="destination name from [[destinations]]")
     echo.set_defaults(func=_echo)
 
-    try:
-        from daemon.training_commands import add_evaluate_parser, add_train_parser
-    except ImportError:  # training extras absent: the node still runs
-        pass
-    else:
-        add_train_parser(commands)
-        add_evaluate_parser(commands)
+    add_train_parser(commands)
+    add_evaluate_parser(commands)
     return parser
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,17 +34,22 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Every network step and validator run has a finite timeout of at least a second: 0 or a
+# negative value would mean "no timeout" to some libraries and "fail at once" to others.
+Timeout = Annotated[float, Field(ge=1.0, le=86400.0)]
+
+
 class DicomListenerSettings(_Section):
     """The C-STORE / C-ECHO SCP scanners send to."""
 
     ae_title: str = "HEMEX"
     host: str = "0.0.0.0"
-    port: int = Field(11112, ge=1, le=65535)
+    port: int = Field(11112, ge=0, le=65535)  # 0 = any free port (tests); see Node.dicom_port
     # Calling AE titles allowed to associate; anything else is rejected at association.
     allowed_calling_ae_titles: list[str] = ["STORESCU", "CT_SCANNER"]
-    acse_timeout_s: float = 30.0
-    dimse_timeout_s: float = 60.0
-    network_timeout_s: float = 60.0
+    acse_timeout_s: Timeout = 30.0
+    dimse_timeout_s: Timeout = 60.0
+    network_timeout_s: Timeout = 60.0
     maximum_pdu_size: int = 0  # 0 = unlimited
     # Refuse new instances (status A700, out of resources) below this much free space.
     min_free_disk_mb: int = 500
@@ -70,6 +75,8 @@ class SeriesCompletionSettings(_Section):
     quiet_period_s: float = Field(30.0, gt=0)
     # Complete as soon as the expected number of images (Images in Acquisition) is in.
     use_expected_image_count: bool = True
+    # How often open series are looked at (their timers are kept in the database).
+    check_interval_s: float = Field(0.5, ge=0.05, le=10.0)
 
 
 class SeriesSelectionSettings(_Section):
@@ -140,7 +147,19 @@ class ReportSettings(_Section):
     # DicomSRValidator) before it is sent; a tool that is not installed is skipped
     # with a warning. Adds ~10 s of CPU per SR (a JVM start).
     validate_with_dicom3tools: bool = True
-    validation_timeout_s: float = 120.0
+    validation_timeout_s: Timeout = 120.0
+
+    @field_validator("uid_root")
+    @classmethod
+    def _uid_root_valid(cls, value: str) -> str:
+        root = value.strip()
+        root = root if root.endswith(".") else root + "."
+        # pydicom makes UIDs of at most 64 characters from prefixes of at most 54.
+        if len(root) > 54 or not all(part.isdigit() and (part == "0" or not part.startswith("0"))
+                                     for part in root[:-1].split(".")):
+            raise ValueError("must be dotted decimal numbers without leading zeros, at most 54 characters"
+                             " with its final dot (your organisation's registered root)")
+        return root
 
 
 class DicomDestination(_Section):
@@ -151,7 +170,7 @@ class DicomDestination(_Section):
     host: str
     port: int = Field(ge=1, le=65535)
     calling_ae_title: str = "HEMEX"
-    timeout_s: float = 30.0
+    timeout_s: Timeout = 30.0
 
 
 class OutboxSettings(_Section):
@@ -170,7 +189,7 @@ class WebhookTarget(_Section):
     # Sent as "Authorization: Bearer <token>"; prefer HEMEX_ALERTS__... env or token_file.
     token: SecretStr | None = None
     token_file: Path | None = None
-    timeout_s: float = 10.0
+    timeout_s: Timeout = 10.0
 
 
 class EmailSettings(_Section):
@@ -184,7 +203,7 @@ class EmailSettings(_Section):
     password_file: Path | None = None
     sender: str = "hemex@localhost"
     recipients: list[str] = []
-    timeout_s: float = 15.0
+    timeout_s: Timeout = 15.0
 
 
 class AlertSettings(_Section):
@@ -216,10 +235,10 @@ class Hl7Settings(_Section):
     local_code_map: dict[str, str] = {}
     outbound_host: str | None = None
     outbound_port: int = 2575
-    outbound_timeout_s: float = 15.0
+    outbound_timeout_s: Timeout = 15.0
     # --- added for the MLLP listener, matching and ORU (issue 3 helper) ---
     # A connection with no bytes for this long is closed (senders reconnect).
-    idle_timeout_s: float = Field(300.0, gt=0)
+    idle_timeout_s: Timeout = 300.0
     # Below this much free disk space messages are refused with AE (like DICOM A700).
     min_free_disk_mb: int = 200
     # MSH-3/4 of the ACKs and of the outbound ORU^R01, and MSH-5/6 of the ORU.
@@ -234,7 +253,7 @@ class Hl7Settings(_Section):
 
 
 class RetentionSettings(_Section):
-    """How long images and results are kept (issue 5; daemon/state/retention.py).
+    """How long images and results are kept (daemon/retention/purge.py).
 
     A study's files are purged only when every outbox item of the study is delivered and
     no job of it is pending or running, however old they are.
@@ -245,6 +264,8 @@ class RetentionSettings(_Section):
     images_days: float = Field(30.0, gt=0)
     # SR/SEG result folders, counted from when the result was made.
     results_days: float = Field(90.0, gt=0)
+    # How often the node runs the purge (and once at start-up).
+    interval_h: float = Field(6.0, gt=0, le=168)
 
 
 class MetricsSettings(_Section):
@@ -286,6 +307,15 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     retention: RetentionSettings = RetentionSettings()  # issue 5
     metrics: MetricsSettings = MetricsSettings()  # monitoring for the IT person
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> Settings:
+        for kind, names in (("destinations", [d.name for d in self.destinations]),
+                            ("alerts.webhooks", [w.name for w in self.alerts.webhooks])):
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(repeated)}")
+        return self
 
     @classmethod
     def settings_customise_sources(

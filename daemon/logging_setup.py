@@ -8,7 +8,6 @@ import logging.handlers
 import os
 from pathlib import Path
 
-from daemon.audit_log import configure_audit_log
 from daemon.config import LoggingSettings
 from domain.durable_files import ensure_private_dir
 
@@ -33,7 +32,7 @@ class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
 
 def configure_logging(settings: LoggingSettings, log_dir: Path) -> None:
-    """Configure the root logger and the audit log under ``log_dir``."""
+    """Configure the root logger: stderr and ``log_dir/hemex.log``."""
     ensure_private_dir(log_dir)
     formatter: logging.Formatter = (
         _JsonFormatter() if settings.json_format
@@ -53,4 +52,3 @@ def configure_logging(settings: LoggingSettings, log_dir: Path) -> None:
     # pynetdicom logs every PDU at INFO; keep its association summaries only.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    configure_audit_log(log_dir)

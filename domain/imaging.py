@@ -56,6 +56,45 @@ class CTVolume:
         s, r, c = self.spacing_mm
         return s * r * c / 1000.0
 
+    @property
+    def geometry(self) -> VolumeGeometry:
+        """Where the voxels are and which images they came from, without the HU."""
+        return VolumeGeometry(
+            shape=(int(self.hu.shape[0]), int(self.hu.shape[1]), int(self.hu.shape[2])),
+            affine_lps=self.affine_lps, spacing_mm=self.spacing_mm,
+            sop_instance_uids=self.sop_instance_uids, series_instance_uid=self.series_instance_uid,
+            study_instance_uid=self.study_instance_uid, source_frames=self.source_frames,
+        )
+
+
+@dataclass(frozen=True)
+class VolumeGeometry:
+    """A CT volume's grid and source images without its voxels: what the report stage
+    needs to put a mask back on the source slices (SEG frames, key image).
+
+    Fields mean what they mean on ``CTVolume``; ``shape`` is (slices, rows, columns).
+    """
+
+    shape: tuple[int, int, int]
+    affine_lps: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    sop_instance_uids: tuple[str, ...]
+    series_instance_uid: str
+    study_instance_uid: str
+    source_frames: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.sop_instance_uids) != self.shape[0]:
+            raise ValueError("one SOP Instance UID per slice is required")
+        if self.source_frames and len(self.source_frames) != self.shape[0]:
+            raise ValueError("one source frame number per slice is required")
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in millilitres (1 mL = 1000 mm^3)."""
+        s, r, c = self.spacing_mm
+        return s * r * c / 1000.0
+
 
 @dataclass(frozen=True)
 class HematomaMask:

@@ -15,13 +15,13 @@ import nibabel as nib
 import numpy as np
 
 from domain.errors import InvalidInputError
-from domain.imaging import CTVolume, HematomaMask
+from domain.imaging import CTVolume, HematomaMask, VolumeGeometry
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
 _SLICE_ROW_COLUMN_TO_IJK = [2, 1, 0, 3]          # affine column order, also its own inverse
 
 
-def nifti_affine(volume: CTVolume) -> np.ndarray:
+def nifti_affine(volume: CTVolume | VolumeGeometry) -> np.ndarray:
     """The RAS affine of ``volume`` for an (i=column, j=row, k=slice) array."""
     return _LPS_TO_RAS @ volume.affine_lps[:, _SLICE_ROW_COLUMN_TO_IJK]
 
@@ -34,10 +34,10 @@ def volume_to_nifti(volume: CTVolume) -> nib.Nifti1Image:
     return image
 
 
-def mask_to_nifti(volume: CTVolume, mask: HematomaMask) -> nib.Nifti1Image:
+def mask_to_nifti(volume: VolumeGeometry, mask: HematomaMask) -> nib.Nifti1Image:
     """The hematoma mask (1 = hematoma) as a uint8 NIfTI image on the CT's grid."""
-    if mask.mask.shape != volume.hu.shape:
-        raise ValueError(f"mask shape {mask.mask.shape} differs from volume shape {volume.hu.shape}")
+    if mask.mask.shape != volume.shape:
+        raise ValueError(f"mask shape {mask.mask.shape} differs from volume shape {volume.shape}")
     image = nib.Nifti1Image(mask.mask.astype(np.uint8).transpose(2, 1, 0), nifti_affine(volume))
     image.header.set_xyzt_units("mm")
     image.header["descrip"] = f"{mask.method_name} {mask.method_version}"[:79].encode("ascii", "replace")

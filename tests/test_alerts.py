@@ -14,19 +14,27 @@ from pathlib import Path
 
 import pytest
 
-from daemon.alert.alert_message import NOT_VALIDATED_NOTICE, build_alert_payload, email_body
-from daemon.alert.dispatch import queue_alert
-from daemon.alert.rules import REASON_EXPANSION_RISK, REASON_VOLUME, AlertDecision, decide_alert
 from daemon.config import AlertSettings, EmailSettings, OutboxSettings, WebhookTarget
 from daemon.deliver.email_sender import EmailChannel
 from daemon.deliver.outbox import Outbox
 from daemon.deliver.webhook_sender import WebhookChannel
+from daemon.dispatch.alert_queue import queue_alert
+from daemon.report.alert_files import prepare_alert
+from daemon.report.alert_message import NOT_VALIDATED_NOTICE, build_alert_payload, email_body
+from daemon.report.alert_rules import (
+    REASON_EXPANSION_RISK,
+    REASON_VOLUME,
+    AlertDecision,
+    decide_alert,
+)
 from daemon.state.database import Database
-from domain.analysis import StudyAnalysis, StudyIdentity
+from domain.analysis import StudyAnalysis
 from domain.brain_score import BrainScore
 from domain.clinical import ClinicalVariables
+from domain.delivery import DeliveryState
 from domain.measurements import HematomaMeasurements
 from domain.prediction import ExpansionPrediction, prediction_unavailable_reason
+from domain.study import StudyIdentity
 from tests.support.alert_peers import HttpReceiver, SmtpReceiver
 from tests.support.peers import free_port
 
@@ -78,7 +86,18 @@ class Node:
                              clock=lambda: self.now)
 
     def queue(self, study: StudyAnalysis) -> bool:
-        return queue_alert(self.db, self.outbox, study, self.settings, self.results)
+        """Report stage (files) then dispatch (rows), as the node runs them."""
+        uid = study.identity.study_uid
+
+        def raised(key: str) -> bool:
+            with self.db.reading() as repos:
+                return repos.alerts.raised(uid, key)
+
+        alert = prepare_alert(study, self.settings, self.results, raised)
+        if alert is None:
+            return False
+        with self.db.transaction() as repos:
+            return queue_alert(repos, uid, alert, self.settings.webhooks, self.now)
 
 
 def test_alert_reaches_webhook_and_email_with_what_staff_need(tmp_path: Path, smtp: SmtpReceiver,
@@ -156,7 +175,8 @@ def test_below_threshold_no_alert(tmp_path: Path, smtp: SmtpReceiver, webhook: H
     node = Node(tmp_path, smtp.port, webhook.url)
     assert not node.queue(analysis(12.0, prediction(0.2, validated=True), "low"))
     assert node.outbox.counts_by_state() == {}
-    assert node.db.query("SELECT COUNT(*) AS n FROM alerts")[0]["n"] == 0
+    with node.db.reading() as repos:
+        assert repos.alerts.keys_of(analysis().identity.study_uid) == []
     assert not (tmp_path / "results" / "alerts").exists()
 
 
@@ -190,7 +210,7 @@ def test_smtp_down_is_retried_and_delivered_when_back(tmp_path: Path, webhook: H
     result = node.outbox.deliver_due()
     assert len(result.delivered) == 1 and len(result.retrying) == 1  # webhook ok, SMTP down
     email_item = next(i for i in node.outbox.items() if i.channel == "email")
-    assert email_item.state == "pending" and "unreachable" in (email_item.last_error or "")
+    assert email_item.state is DeliveryState.PENDING and "unreachable" in (email_item.last_error or "")
 
     from aiosmtpd.controller import Controller
 
@@ -214,7 +234,7 @@ def test_smtp_permanent_refusal_is_a_dead_letter(tmp_path: Path, webhook: HttpRe
         async def handle_RCPT(self, server, session, envelope, address, options):
             return "550 5.1.1 mailbox unknown"
 
-    port = free_port()
+    port = free_port()  # aiosmtpd cannot take port 0 (it connects to its port to start)
     controller = Controller(Refuse(), hostname="127.0.0.1", port=port)
     controller.start()
     try:

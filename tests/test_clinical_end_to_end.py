@@ -12,15 +12,13 @@ out). Each scenario has its own patient and study, so they do not see each other
 
 from __future__ import annotations
 
-import errno
 import io
 import logging
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -28,10 +26,12 @@ from pydicom.dataset import Dataset
 
 from daemon.app import Node
 from daemon.config import Settings, load_settings
-from domain.clinical import PREDICTOR_VARIABLES
+from daemon.state.mask_files import load_mask, save_mask
+from domain.clinical import PREDICTOR_VARIABLES, PatientIdentifier
 from domain.handles import study_handle
+from domain.jobs import JobKind, JobState
 from tests.support.hl7_peers import AckingServer, MllpClient, adt, msa, msh, obx, oru, pid, segment
-from tests.support.peers import Orthanc, free_port, start_orthanc, wait_until
+from tests.support.peers import Orthanc, start_orthanc, wait_until
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
 from tests.support.sr_reading import sr_numeric_values, sr_texts, walk_content
 
@@ -39,6 +39,11 @@ ISSUER = "HOSP-A"  # the phantom's Issuer of Patient ID
 SR_TIMEOUT_S = 240  # analysis + dciodvfy/JVM validation on a busy 2-core machine
 VOLUME_TOLERANCE = 0.15
 MISSING = "Clinical variable not available"
+
+
+def job_state(node: Node, kind: JobKind, key: str) -> JobState | None:
+    with node.db.reading() as repos:
+        return repos.jobs.state_of(kind, key)
 
 
 # --- peers ---------------------------------------------------------------------------
@@ -85,19 +90,10 @@ def ehr() -> Iterator[AckingServer]:
 
 def start_node(data_dir: Path, pacs: Pacs, ehr: AckingServer, wait_for_clinical_s: float,
                validate: bool) -> Node:
-    """A started node; the DICOM port (which cannot be 0) is retried when another process
-    took the free port between our check and the node's bind."""
-    for attempt in range(3):
-        node = Node(_settings(data_dir / f"try{attempt}", pacs, ehr, wait_for_clinical_s, validate))
-        try:
-            node.start()
-        except OSError as exc:
-            node.stop()
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            continue
-        return node
-    raise AssertionError("no free DICOM port in three tries")
+    """A started node on ports the system chose (port 0), so no other process can take them."""
+    node = Node(_settings(data_dir, pacs, ehr, wait_for_clinical_s, validate))
+    node.start()
+    return node
 
 
 def _settings(data_dir: Path, pacs: Pacs, ehr: AckingServer, wait_for_clinical_s: float,
@@ -105,7 +101,7 @@ def _settings(data_dir: Path, pacs: Pacs, ehr: AckingServer, wait_for_clinical_s
     return load_settings(
         None,
         data_dir=data_dir,
-        dicom={"host": "127.0.0.1", "port": free_port(), "allowed_calling_ae_titles": ["STORESCU"]},
+        dicom={"host": "127.0.0.1", "port": 0, "allowed_calling_ae_titles": ["STORESCU"]},
         series={"quiet_period_s": 1.0},
         destinations=[{"name": "pacs", "ae_title": pacs.orthanc.ae_title, "host": "127.0.0.1",
                        "port": pacs.orthanc.dicom_port}],
@@ -145,8 +141,8 @@ def send_ct(node: Node, ct: PhantomSeries) -> None:
 
 def send_stream(node: Node, *messages: str) -> list[str]:
     """Send messages on one MLLP connection; returns their ACKs."""
-    assert node.clinical is not None
-    with MllpClient(node.clinical.port) as client:
+    assert node.hl7 is not None
+    with MllpClient(node.hl7.port) as client:
         return [client.send(m) for m in messages]
 
 
@@ -298,7 +294,7 @@ def test_labs_arriving_while_the_ct_is_being_analysed_still_finalise_at_once(
     """The labs land after the analysis looked them up but before its preliminary report
     is stored (validation takes seconds): the final must still come from the labs, not
     from the end of the 10 min wait."""
-    caplog.set_level(logging.INFO, logger="daemon.clinical.intake_service")
+    caplog.set_level(logging.INFO, logger="daemon.analyse.analyse_job")
     ct = phantom(tmp_path / "ct", "E2E-RACE-5", "ACC-RACE-5")
     looked_up = f"clinical match study={study_handle(ct.study_uid)} "
     send_ct(waiting_node, ct)
@@ -333,12 +329,12 @@ def test_labs_before_the_ct_out_of_order_with_duplicate_and_broken_messages(
     assert err is not None and "HL70357" in err
     assert "ORM" in msa(acks[3])[3]
     db = quick_node.db
-    assert db.query("SELECT COUNT(*) AS n FROM hl7_messages WHERE control_id = 'S2-LAB'")[0]["n"] == 1
-    assert db.query("SELECT COUNT(*) AS n FROM hl7_messages WHERE control_id IN ('S2-BAD', 'S2-ORM')")[0]["n"] == 0
-    assert quick_node.clinical is not None and quick_node.clinical.processor.wait_idle()
-    lab_rows = db.query("SELECT o.variable FROM clinical_observations o JOIN hl7_messages m ON m.id = o.message_id"
-                        " WHERE m.control_id = 'S2-LAB'")
-    assert sorted(r["variable"] for r in lab_rows) == sorted([
+    assert quick_node.hl7 is not None and quick_node.hl7.processor.wait_idle()
+    with db.reading() as repos:
+        (lab_message_id,) = repos.hl7_messages.with_control_id("S2-LAB")
+        assert repos.hl7_messages.with_control_id("S2-BAD") == repos.hl7_messages.with_control_id("S2-ORM") == []
+        lab_rows = repos.clinical.observations_of_message(lab_message_id)
+    assert sorted(r.observation.variable for r in lab_rows) == sorted([
         "systolic_bp_mmhg", "diastolic_bp_mmhg", "pt_inr", "platelets_10e9_per_l", "fibrinogen_g_per_l",
         "anticoagulant_use", "onset_time"])  # once each, the resend added nothing
 
@@ -357,10 +353,10 @@ def test_labs_before_the_ct_out_of_order_with_duplicate_and_broken_messages(
         "Sex": "Male",
     })
     # No preliminary: one result, nothing waiting to finalise, one final ORU to the EHR.
-    wait_until(lambda: quick_node.jobs.state_of("analyse_study", ct.study_uid) == "done", timeout_s=30)
-    assert [r["status"] for r in db.query("SELECT status FROM results WHERE study_uid = ?", (ct.study_uid,))] \
-        == ["COMPLETE"]
-    assert quick_node.jobs.state_of("finalise_study", ct.study_uid) is None
+    wait_until(lambda: job_state(quick_node, JobKind.DISPATCH_REPORT, ct.study_uid) is JobState.DONE, timeout_s=30)
+    with db.reading() as repos:
+        assert [r.status for r in repos.results.of_study(ct.study_uid)] == ["COMPLETE"]
+    assert job_state(quick_node, JobKind.FINALISE_STUDY, ct.study_uid) is None
     wait_until(lambda: results_for_ehr(ehr, ct.study_uid) == ["F"], timeout_s=60, interval_s=0.5)
     assert len(pacs.srs(ct.study_uid)) == 1
 
@@ -374,14 +370,13 @@ def test_merged_patient_labs_are_used(tmp_path: Path, quick_node: Node, pacs: Pa
                        admission("S3-ADT", ct.patient_id, dob="19400105", sex="F"),
                        merge_into("S3-MRG", ct.patient_id, temporary_id, dob="19400105", sex="F"))
     assert codes_of(acks) == ["AA", "AA", "AA"]
-    assert quick_node.clinical is not None and quick_node.clinical.processor.wait_idle()
+    assert quick_node.hl7 is not None and quick_node.hl7.processor.wait_idle()
     # The labs now belong to the surviving patient, found by the phantom's ID and issuer.
-    keys = {r["patient_key"] for r in quick_node.db.query(
-        "SELECT o.patient_key FROM clinical_observations o JOIN hl7_messages m ON m.id = o.message_id"
-        " WHERE m.control_id = 'S3-LAB'")}
-    survivor = quick_node.db.query("SELECT patient_key FROM clinical_patient_ids WHERE patient_id = ?"
-                                   " AND issuer = ?", (ct.patient_id, ISSUER))
-    assert [r["patient_key"] for r in survivor] == list(keys) and len(keys) == 1
+    with quick_node.db.reading() as repos:
+        (lab_message_id,) = repos.hl7_messages.with_control_id("S3-LAB")
+        keys = {o.patient_key for o in repos.clinical.observations_of_message(lab_message_id)}
+        survivor = repos.clinical.key_of(PatientIdentifier(ct.patient_id, ISSUER))
+    assert [survivor] == list(keys)
 
     send_ct(quick_node, ct)
     (report,) = pacs.wait_for_srs(ct.study_uid, 1)
@@ -417,12 +412,13 @@ def test_the_final_report_measures_the_mask_of_the_seg_it_reuses(tmp_path: Path,
     ct = phantom(tmp_path / "ct", "E2E-MASK-6", "ACC-MASK-6")
     send_ct(waiting_node, ct)
     (preliminary,) = pacs.wait_for_srs(ct.study_uid, 1)
-    seg_path = waiting_node.db.query("SELECT seg_path FROM results WHERE study_uid = ?", (ct.study_uid,))[0][0]
-    mask_path = Path(seg_path).parent / "mask.nii.gz"
-    stored = nib.load(mask_path)
-    halved = np.asarray(stored.dataobj).copy()
-    halved[:, :, : halved.shape[2] // 2] = 0  # i, j, k = column, row, slice: drop the lower slices
-    nib.save(nib.Nifti1Image(halved, stored.affine, stored.header), mask_path)
+    with waiting_node.db.reading() as repos:
+        result = repos.results.latest(ct.study_uid)
+    assert result is not None
+    geometry, mask = load_mask(result.folder)
+    halved = mask.mask.copy()
+    halved[: halved.shape[0] // 2] = False  # slice, row, column: drop the lower slices
+    save_mask(result.folder, geometry, replace(mask, mask=halved))
     labs = Labs(sbp="150", dbp="80", inr="1.1", platelets_k_per_ul="250", fibrinogen_mg_dl="300",
                 anticoagulant="N", onset="20261122091610")
     assert codes_of(send_stream(waiting_node, admission("S6-ADT", ct.patient_id),

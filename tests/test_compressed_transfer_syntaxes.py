@@ -19,8 +19,8 @@ import pytest
 from pydicom.uid import UID, JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless
 
 from inference.series_to_volume import volume_from_datasets
+from tests.support.dicom_listener import Listener, start_receive_listener, storescu
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
-from tests.test_dicom_listener import Listener, _start, storescu
 
 SLICES = 6
 STORESCU_PROPOSE = {JPEGLosslessSV1: "-xs", JPEGLSLossless: "-xt", JPEG2000Lossless: "-xv", RLELossless: "-xr"}
@@ -34,9 +34,9 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> PhantomSeries:
 
 @pytest.fixture
 def listener(tmp_path: Path) -> Iterator[Listener]:
-    running, server = _start(tmp_path)
+    running = start_receive_listener(tmp_path)
     yield running
-    server.shutdown()  # type: ignore[attr-defined]
+    running.stop()
 
 
 def _compressed_copies(phantom: PhantomSeries, folder: Path, syntax: UID) -> list[Path]:
@@ -64,9 +64,9 @@ def test_compressed_series_is_stored_as_sent_and_decodes_to_the_same_hu(
     # As a scanner configured to send compressed: propose that syntax first.
     result = storescu(listener.port, files, "STORESCU", STORESCU_PROPOSE[syntax])
     assert result.returncode == 0, result.stderr
-    rows = listener.db.query("SELECT path FROM instances")
+    rows = listener.instances()
     assert len(rows) == SLICES
-    stored = [pydicom.dcmread(row["path"]) for row in rows]
+    stored = [pydicom.dcmread(row.path) for row in rows]
     assert {str(ds.file_meta.TransferSyntaxUID) for ds in stored} == {syntax}  # kept as sent
     sent = volume_from_datasets([pydicom.dcmread(p) for p in phantom.paths])
     assert np.array_equal(volume_from_datasets(stored).hu, sent.hu)
@@ -81,7 +81,7 @@ def test_multi_frame_ct_is_accepted_and_decodes(listener: Listener, phantom: Pha
     multi.save_as(path, enforce_file_format=True)
     result = storescu(listener.port, [path], "STORESCU", "-R")
     assert result.returncode == 0, result.stderr
-    rows = listener.db.query("SELECT path, sop_class_uid FROM instances")
-    assert [row["sop_class_uid"] for row in rows] == [multi.SOPClassUID]
-    stored = pydicom.dcmread(rows[0]["path"])
+    rows = listener.instances()
+    assert [row.sop_class_uid for row in rows] == [multi.SOPClassUID]
+    stored = pydicom.dcmread(rows[0].path)
     assert np.array_equal(volume_from_datasets([stored]).hu, volume_from_datasets(slices).hu)

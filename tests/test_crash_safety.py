@@ -1,9 +1,8 @@
 """kill -9 of the listener process while a scanner sends: nothing acknowledged is lost.
 
 Runs bench/kill_loop.py with 3 kills on synthetic tiny CT slices. The process under test
-is the node's receive path alone (start_listener + InstanceStore): the full node
-(daemon/app.py) was not runnable end to end when this was written, so resumption of
-series/jobs and idempotent PACS delivery after a kill are not covered here yet.
+is the node's receive path alone (tests/support/dicom_listener.py); the whole node is
+killed in tests/test_node_crash_safety.py.
 """
 
 from __future__ import annotations

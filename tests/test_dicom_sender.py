@@ -22,6 +22,7 @@ from daemon.config import DicomDestination, OutboxSettings
 from daemon.deliver.dicom_sender import DicomStoreChannel
 from daemon.deliver.outbox import Outbox
 from daemon.state.database import Database
+from domain.delivery import Channel, DeliveryRequest, DeliveryState
 from domain.errors import DeliveryError, PermanentDeliveryError
 from tests.support.peers import Orthanc, free_port, start_orthanc
 
@@ -95,7 +96,7 @@ def test_sr_and_ct_reach_orthanc_in_one_pass(tmp_path: Path, orthanc: Orthanc) -
 
     uids = {str(dcmread(p).SOPInstanceUID) for p in (sr, ct)}
     for path in (sr, ct):
-        assert outbox.enqueue("dicom", "pacs", str(dcmread(path).SOPInstanceUID), path, "1.2.3")
+        assert outbox.enqueue(DeliveryRequest(Channel.DICOM, "pacs", str(dcmread(path).SOPInstanceUID), path, "1.2.3"))
     result = outbox.deliver_due()
     assert len(result.delivered) == 2 and not result.retrying and not result.dead
     assert orthanc_sop_uids(orthanc) == uids
@@ -106,11 +107,11 @@ def test_duplicate_enqueue_sends_once_even_after_restart(tmp_path: Path, orthanc
     clock = Clock()
     outbox = make_outbox(tmp_path, [destination("pacs", orthanc.dicom_port)], clock)
     sr = sr_like(tmp_path / "sr.dcm")
-    assert outbox.enqueue("dicom", "pacs", "1.2.826.0.1.3680043.10.1341.1", sr)
-    assert not outbox.enqueue("dicom", "pacs", "1.2.826.0.1.3680043.10.1341.1", sr)
+    assert outbox.enqueue(DeliveryRequest(Channel.DICOM, "pacs", "1.2.826.0.1.3680043.10.1341.1", sr))
+    assert not outbox.enqueue(DeliveryRequest(Channel.DICOM, "pacs", "1.2.826.0.1.3680043.10.1341.1", sr))
     assert len(outbox.deliver_due().delivered) == 1
     restarted = make_outbox(tmp_path, [destination("pacs", orthanc.dicom_port)], clock)  # same database
-    assert not restarted.enqueue("dicom", "pacs", "1.2.826.0.1.3680043.10.1341.1", sr)
+    assert not restarted.enqueue(DeliveryRequest(Channel.DICOM, "pacs", "1.2.826.0.1.3680043.10.1341.1", sr))
     clock.now += 3600
     assert restarted.deliver_due().attempted == 0
     assert len(orthanc.instances()) == 1
@@ -121,12 +122,12 @@ def test_pacs_down_backs_off_then_delivers_when_it_returns(tmp_path: Path) -> No
     clock = Clock()
     outbox = make_outbox(tmp_path, [destination("pacs", port)], clock)
     sr = sr_like(tmp_path / "sr.dcm")
-    outbox.enqueue("dicom", "pacs", "sr-1", sr)
+    outbox.enqueue(DeliveryRequest(Channel.DICOM, "pacs", "sr-1", sr))
 
     first = outbox.deliver_due()
     assert first.retrying and not first.delivered
     item = outbox.items()[0]
-    assert item.state == "pending" and item.attempts == 1 and "association" in (item.last_error or "")
+    assert item.state is DeliveryState.PENDING and item.attempts == 1 and "association" in (item.last_error or "")
     assert 8.0 <= item.next_attempt_at - clock.now <= 10.0  # retry_initial_s with jitter
     assert outbox.deliver_due().attempted == 0  # not due yet
 
@@ -160,13 +161,14 @@ class StatusScp:
 
 @pytest.fixture
 def status_scp() -> Iterator[StatusScp]:
-    scp = StatusScp(free_port())
+    scp = StatusScp(0)
     ae = AE(ae_title="FAKEPACS")
     for sop_class in (Comprehensive3DSRStorage, CTImageStorage):
         ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, "1.2.840.10008.1.2"])
-    scp.server = ae.start_server(("127.0.0.1", scp.port), block=False,
+    scp.server = ae.start_server(("127.0.0.1", 0), block=False,
                                  evt_handlers=[(evt.EVT_C_STORE, scp._on_store),
                                                (evt.EVT_ACCEPTED, scp._on_accept)])
+    scp.port = int(scp.server.server_address[1])  # type: ignore[attr-defined]
     yield scp
     scp.server.shutdown()  # type: ignore[attr-defined]
 
@@ -176,7 +178,7 @@ def test_one_association_per_destination_per_pass(tmp_path: Path, status_scp: St
     outbox = make_outbox(tmp_path, [destination("scp", status_scp.port, "FAKEPACS")], clock)
     for index in range(4):
         path = ct_like(tmp_path / f"ct{index}.dcm") if index % 2 else sr_like(tmp_path / f"sr{index}.dcm")
-        outbox.enqueue("dicom", "scp", f"item-{index}", path)
+        outbox.enqueue(DeliveryRequest(Channel.DICOM, "scp", f"item-{index}", path))
     assert len(outbox.deliver_due().delivered) == 4
     assert status_scp.associations == 1 and len(status_scp.stored) == 4
 
@@ -193,17 +195,17 @@ def test_store_status_maps_to_outbox_state(tmp_path: Path, status_scp: StatusScp
                                            expected: str) -> None:
     status_scp.status = status
     outbox = make_outbox(tmp_path, [destination("scp", status_scp.port, "FAKEPACS")], Clock())
-    outbox.enqueue("dicom", "scp", "sr", sr_like(tmp_path / "sr.dcm"))
+    outbox.enqueue(DeliveryRequest(Channel.DICOM, "scp", "sr", sr_like(tmp_path / "sr.dcm")))
     outbox.deliver_due()
     item = outbox.items()[0]
-    assert item.state == expected
+    assert item.state.value == expected
     if expected != "delivered":
         assert f"0x{status:04X}" in (item.last_error or "")
 
 
-def test_channel_errors_directly(tmp_path: Path, status_scp: StatusScp) -> None:
+def test_channel_errors_directly(tmp_path: Path, status_scp: StatusScp, refusing_port: int) -> None:
     channel = DicomStoreChannel([destination("scp", status_scp.port, "FAKEPACS"),
-                                 destination("down", free_port())])
+                                 destination("down", refusing_port)])
     with pytest.raises(DeliveryError):
         channel.send_batch("down", [sr_like(tmp_path / "a.dcm")])
     not_dicom = tmp_path / "note.txt"
@@ -213,12 +215,12 @@ def test_channel_errors_directly(tmp_path: Path, status_scp: StatusScp) -> None:
     assert isinstance(channel.send_batch("nowhere", [not_dicom])[0], PermanentDeliveryError)
 
 
-def test_echo_destination(orthanc: Orthanc) -> None:
+def test_echo_destination(orthanc: Orthanc, refusing_port: int) -> None:
     from daemon.config import Settings
     from daemon.deliver.dicom_sender import echo_destination
 
     settings = Settings(destinations=[destination("pacs", orthanc.dicom_port),
-                                      destination("down", free_port())])
+                                      destination("down", refusing_port)])
     assert echo_destination(settings, "pacs") is True
     assert echo_destination(settings, "down") is False
     with pytest.raises(KeyError):

@@ -17,6 +17,8 @@ import pytest
 
 from daemon.app import Node
 from daemon.config import Settings
+from domain.jobs import JobKind, JobState
+from domain.study import StudyState
 from tests.support.alert_peers import HttpReceiver, SmtpReceiver
 from tests.support.node_settings import loopback_node_settings
 from tests.support.peers import Orthanc, free_port, wait_until
@@ -89,16 +91,21 @@ def test_ct_in_sr_and_seg_out_alert_sent(tmp_path: Path, orthanc: Orthanc, smtp:
         node.outbox.deliver_due()
         assert len(webhook.requests) == 1 and len(smtp.messages) == 1
         assert len(orthanc.instances()) == 3
-        # A crash after publishing but before the job was marked done runs the job again:
-        # it finds its result and makes no second SR.
-        outbox_rows = node.db.query("SELECT COUNT(*) AS n FROM outbox")[0]["n"]
-        with node.db.transaction() as conn:
-            conn.execute("UPDATE jobs SET state = 'running' WHERE kind = 'analyse_study'")
-        assert node.jobs.resume_interrupted() == 1
-        node.runner.wake()
-        wait_until(lambda: node.jobs.state_of("analyse_study", phantom.study_uid) == "done", timeout_s=60)
-        assert node.db.query("SELECT COUNT(*) AS n FROM results")[0]["n"] == 1
-        assert node.db.query("SELECT COUNT(*) AS n FROM outbox")[0]["n"] == outbox_rows
+        # A crash after the analysis was handed on but before its job was marked done
+        # runs the job again: it finds its analysis and makes no second SR.
+        with node.db.reading() as repos:
+            outbox_rows = len(repos.outbox.items())
+            assert repos.studies.status(phantom.study_uid).state is StudyState.FINAL
+        with node.db.transaction() as repos:
+            repos.jobs.enqueue(JobKind.ANALYSE_STUDY, phantom.study_uid, 0.0, 0.0)
+        node.job_wakeup.notify()
+        wait_until(lambda: _job_state(node, JobKind.ANALYSE_STUDY, phantom.study_uid) is JobState.DONE,
+                   timeout_s=60)
+        node.runner.run_pending()
+        with node.db.reading() as repos:
+            assert repos.results.latest(phantom.study_uid) is not None
+            assert len(repos.results.created_before(float("inf"))) == 1
+            assert len(repos.outbox.items()) == outbox_rows
         # Logs carry no PHI.
         log_text = (settings.log_dir / "hemex.log").read_text() if (settings.log_dir / "hemex.log").exists() else ""
         assert phantom.patient_id not in log_text
@@ -131,5 +138,10 @@ def test_pacs_down_receives_everything_when_back(tmp_path: Path, smtp: SmtpRecei
 
 
 def _attempted(node: Node) -> bool:
-    rows = node.db.query("SELECT MAX(attempts) AS n FROM outbox WHERE channel = 'dicom'")
-    return bool(rows and rows[0]["n"])
+    with node.db.reading() as repos:
+        return any(item.attempts for item in repos.outbox.items() if item.channel == "dicom")
+
+
+def _job_state(node: Node, kind: JobKind, key: str) -> JobState | None:
+    with node.db.reading() as repos:
+        return repos.jobs.state_of(kind, key)

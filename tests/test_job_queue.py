@@ -1,9 +1,19 @@
-"""The durable job table: ordering, retries, and resumption after a crash."""
+"""The durable job table and the runner: ordering, re-runs, retries, resumption after a
+crash, and the study state every outcome leaves."""
+
+from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from daemon.jobs.runner import MAX_ATTEMPTS, JobRunner
 from daemon.state.database import Database
-from daemon.state.job_queue import JobQueue
+from domain.errors import NoAnalysableSeriesError, UnsupportedSeriesError
+from domain.jobs import JobKind, JobState
+from domain.study import ReceivedInstance, StudyState
+
+KIND = JobKind.ANALYSE_STUDY
 
 
 class Clock:
@@ -14,45 +24,131 @@ class Clock:
         return self.now
 
 
-def test_jobs_run_when_due_and_once(tmp_path: Path) -> None:
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    return Database(tmp_path / "db.sqlite3")
+
+
+def _state(db: Database, key: str, kind: JobKind = KIND) -> JobState | None:
+    with db.reading() as repos:
+        return repos.jobs.state_of(kind, key)
+
+
+def _study(db: Database, study_uid: str) -> None:
+    instance = ReceivedInstance("1.2.3.4", "1.2.840.10008.5.1.4.1.1.2", study_uid, study_uid + ".1", "CT", "",
+                                None, None, None, None, None)
+    with db.transaction() as repos:
+        repos.images.record(instance, Path("/x"), 1, "CT", 0.0, 0.0)
+
+
+def test_jobs_run_when_due_and_once(db: Database) -> None:
     clock = Clock()
-    jobs = JobQueue(Database(tmp_path / "db.sqlite3"), clock)
-    jobs.enqueue("analyse_study", "1.2.3", delay_s=10)
-    jobs.enqueue("analyse_study", "1.2.3", delay_s=10)  # same key: still one job
-    assert jobs.claim_next() is None
-    clock.now += 10
-    job = jobs.claim_next()
-    assert job is not None and job.key == "1.2.3" and job.attempts == 1
-    assert jobs.claim_next() is None
-    jobs.finish(job)
-    assert jobs.state_of("analyse_study", "1.2.3") == "done"
+    with db.transaction() as repos:
+        repos.jobs.enqueue(KIND, "1.2.3", clock.now + 10, clock.now)
+        repos.jobs.enqueue(KIND, "1.2.3", clock.now + 10, clock.now)  # same key: still one job
+        assert repos.jobs.claim_next(clock.now) is None
+        clock.now += 10
+        job = repos.jobs.claim_next(clock.now)
+        assert job is not None and job.key == "1.2.3" and job.attempts == 1
+        assert repos.jobs.claim_next(clock.now) is None
+        repos.jobs.finish(job, clock.now)
+    assert _state(db, "1.2.3") is JobState.DONE
+
+
+def test_a_job_queued_while_it_runs_runs_once_more(db: Database) -> None:
+    """A better series completing while the study is analysed is analysed too."""
+    ran: list[str] = []
+
+    def handler(key: str) -> None:
+        ran.append(key)
+        if len(ran) == 1:  # new images arrived meanwhile: the study is queued again
+            with db.transaction() as repos:
+                repos.jobs.enqueue(KIND, key, 0.0, 0.0)
+
+    with db.transaction() as repos:
+        repos.jobs.enqueue(KIND, "7.7", 0.0, 0.0)
+    assert JobRunner(db, {KIND: handler}).run_pending() == 2
+    assert ran == ["7.7", "7.7"] and _state(db, "7.7") is JobState.DONE
 
 
 def test_running_jobs_resume_after_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    jobs = JobQueue(Database(path))
-    jobs.enqueue("analyse_study", "9.9")
-    assert jobs.claim_next() is not None
+    first = Database(path)
+    with first.transaction() as repos:
+        repos.jobs.enqueue(KIND, "9.9", 0.0, 0.0)
+        assert repos.jobs.claim_next(1.0) is not None
     # A new process opens the same database: the job left running is pending again.
-    restarted = JobQueue(Database(path))
-    assert restarted.resume_interrupted() == 1
-    job = restarted.claim_next()
+    restarted = Database(path)
+    assert JobRunner(restarted, {}).resume_interrupted() == 1
+    with restarted.transaction() as repos:
+        job = repos.jobs.claim_next(2.0)
     assert job is not None and job.attempts == 2
 
 
-def test_failed_job_retries_later_or_stays_failed(tmp_path: Path) -> None:
+def test_a_handler_may_ask_to_run_again_later(db: Database) -> None:
     clock = Clock()
-    jobs = JobQueue(Database(tmp_path / "db.sqlite3"), clock)
-    jobs.enqueue("k", "a")
-    job = jobs.claim_next()
-    assert job is not None
-    jobs.fail(job, "transient", retry_in_s=30)
-    assert jobs.claim_next() is None
-    clock.now += 30
-    job = jobs.claim_next()
-    assert job is not None
-    jobs.fail(job, "final")
-    assert jobs.state_of("k", "a") == "failed"
-    # Re-queueing a failed job (e.g. a new image arrived) starts it again.
-    jobs.enqueue("k", "a")
-    assert jobs.state_of("k", "a") == "pending"
+    calls: list[float] = []
+
+    def handler(key: str) -> float | None:
+        calls.append(clock.now)
+        return 5.0 if len(calls) == 1 else None
+
+    runner = JobRunner(db, {KIND: handler}, clock=clock)
+    with db.transaction() as repos:
+        repos.jobs.enqueue(KIND, "3.3", clock.now, clock.now)
+    assert runner.run_pending() == 1 and _state(db, "3.3") is JobState.PENDING
+    clock.now += 5
+    assert runner.run_pending() == 1 and _state(db, "3.3") is JobState.DONE
+
+
+def test_an_explained_failure_fails_the_job_and_the_study_for_good(db: Database) -> None:
+    _study(db, "5.5")
+
+    def handler(key: str) -> None:
+        raise UnsupportedSeriesError("gantry tilt 40 degrees cannot be corrected")
+
+    with db.transaction() as repos:
+        repos.jobs.enqueue(KIND, "5.5", 0.0, 0.0)
+    JobRunner(db, {KIND: handler}).run_pending()
+    with db.reading() as repos:
+        status = repos.studies.status("5.5")
+        assert repos.jobs.state_of(KIND, "5.5") is JobState.FAILED
+        assert repos.jobs.last_error(KIND, "5.5") == "gantry tilt 40 degrees cannot be corrected"
+    assert status.state is StudyState.FAILED and status.reason == "gantry tilt 40 degrees cannot be corrected"
+
+
+def test_no_analysable_series_leaves_the_study_no_series_with_the_reasons(db: Database) -> None:
+    _study(db, "6.6")
+
+    def handler(key: str) -> None:
+        raise NoAnalysableSeriesError("no series meets the selection rules: localizer (scout) images")
+
+    with db.transaction() as repos:
+        repos.jobs.enqueue(KIND, "6.6", 0.0, 0.0)
+    JobRunner(db, {KIND: handler}).run_pending()
+    with db.reading() as repos:
+        status = repos.studies.status("6.6")
+    assert status.state is StudyState.NO_SERIES and "localizer" in (status.reason or "")
+
+
+def test_a_bug_is_retried_then_fails_the_study(db: Database) -> None:
+    clock = Clock()
+    _study(db, "8.8")
+
+    def handler(key: str) -> None:
+        raise KeyError("a bug")
+
+    runner = JobRunner(db, {KIND: handler}, clock=clock)
+    with db.transaction() as repos:
+        repos.jobs.enqueue(KIND, "8.8", clock.now, clock.now)
+    for _ in range(MAX_ATTEMPTS):
+        assert runner.run_pending() == 1
+        clock.now += 1000
+    with db.reading() as repos:
+        status = repos.studies.status("8.8")
+        assert repos.jobs.state_of(KIND, "8.8") is JobState.FAILED
+    assert status.state is StudyState.FAILED and status.reason == "KeyError: 'a bug'"
+    # Queued again (new images, or `hemex replay`), a failed job runs again.
+    with db.transaction() as repos:
+        repos.jobs.enqueue(KIND, "8.8", clock.now, clock.now)
+    assert _state(db, "8.8") is JobState.PENDING

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.clinical.clinical_processor import ClinicalProcessor
-from daemon.clinical.mllp_server import MllpListener
 from daemon.config import Hl7Settings
+from daemon.intake.message_processor import MessageProcessor
+from daemon.intake.mllp_server import MllpListener
 from daemon.state.database import Database
 from tests.support.hl7_peers import (
     FS_CR,
@@ -51,8 +51,8 @@ def test_aa_after_the_message_is_on_disk_and_in_the_table(intake: Intake) -> Non
         rows = intake.messages()
     assert msa(ack)[1:3] == ["AA", "C1"]
     assert segment(ack, "ERR") is None
-    assert len(rows) == 1 and rows[0]["control_id"] == "C1" and rows[0]["message_type"] == "ADT^A01"
-    stored = Path(rows[0]["path"])
+    assert len(rows) == 1 and rows[0].control_id == "C1" and rows[0].message_type == "ADT^A01"
+    stored = rows[0].path
     assert stored.read_bytes() == message.encode()
     assert stored.parent.parent == intake.data_dir / "hl7"
 
@@ -105,7 +105,7 @@ def test_many_messages_on_one_connection(intake: Intake) -> None:
     assert all(msa(a)[1] == "AA" for a in acks)
     assert len(intake.messages()) == 25
     assert intake.processor.wait_idle()
-    assert all(r["processed_at"] is not None and r["process_error"] is None for r in intake.messages())
+    assert all(r.processed_at is not None and r.process_error is None for r in intake.messages())
 
 
 def test_a_frame_split_over_several_writes_is_reassembled(intake: Intake) -> None:
@@ -128,7 +128,7 @@ def test_abandoned_partial_frame_does_not_cost_the_next_message(intake: Intake) 
         after_junk = client.send(adt("AFTER"))
     assert msa(ack)[1:3] == ["AA", "KEPT"]
     assert msa(after_junk)[1:3] == ["AA", "AFTER"]
-    assert [r["control_id"] for r in intake.messages()] == ["KEPT", "AFTER"]
+    assert [r.control_id for r in intake.messages()] == ["KEPT", "AFTER"]
 
 
 def test_message_without_start_block_gets_ae_and_connection_survives(intake: Intake) -> None:
@@ -148,7 +148,7 @@ def test_oversized_message_is_refused_and_the_next_one_accepted(intake: Intake) 
         after = client.send(adt("SMALL"))
     assert msa(too_big)[1:3] == ["AE", "BIG"] and "4000 byte limit" in msa(too_big)[3]
     assert msa(after)[1:3] == ["AA", "SMALL"]
-    assert [r["control_id"] for r in intake.messages()] == ["SMALL"]
+    assert [r.control_id for r in intake.messages()] == ["SMALL"]
 
 
 def test_wrong_encoding_is_ae_and_declared_latin1_is_accepted(intake: Intake) -> None:
@@ -186,13 +186,16 @@ def test_messages_stored_but_not_applied_are_applied_at_next_start(tmp_path: Pat
     with MllpClient(listener.port) as client:
         client.send(oru("R1", [obx(1, "6301-6", "1.4", "{INR}", "20240101100000")]))
     listener.stop()
-    assert db.query("SELECT COUNT(*) AS n FROM clinical_observations")[0]["n"] == 0
-    processor = ClinicalProcessor(db, {})
+    with db.reading() as repos:
+        (message_id,) = repos.hl7_messages.with_control_id("R1")
+        assert repos.clinical.observations_of_message(message_id) == []
+    processor = MessageProcessor(db, {})
     assert processor.start() == 1
     assert processor.wait_idle()
     processor.stop()
-    rows = db.query("SELECT variable, value_num FROM clinical_observations")
-    assert [(r["variable"], r["value_num"]) for r in rows] == [("pt_inr", 1.4)]
+    with db.reading() as repos:
+        rows = repos.clinical.observations_of_message(message_id)
+    assert [(r.observation.variable, r.observation.value_num) for r in rows] == [("pt_inr", 1.4)]
 
 
 def _make_certs(folder: Path) -> dict[str, Path]:
@@ -229,7 +232,7 @@ def test_mutual_tls_accepts_a_client_certificate_and_refuses_none(tmp_path: Path
         running.listener.stop()
         running.processor.stop()
     assert msa(ack)[1:3] == ["AA", "TLS1"]
-    assert [r["control_id"] for r in running.messages()] == ["TLS1"]
+    assert [r.control_id for r in running.messages()] == ["TLS1"]
 
 
 def test_oversized_message_arriving_in_pieces_is_skipped_to_its_end(intake: Intake) -> None:
@@ -253,7 +256,7 @@ def test_errors_in_pre_2_5_versions_go_in_err1(intake: Intake) -> None:
 
 
 def test_parser_messages_stay_out_of_the_log(intake: Intake, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="daemon.clinical")
+    caplog.set_level(logging.INFO, logger="daemon.intake")
     broken = msh("LOG1", "ORU^R01^ORU_R01") + "\r" + pid("SECRET-ID") + "\rS ECRET|1\r"
     with MllpClient(intake.port) as client:
         ack = client.send(broken)

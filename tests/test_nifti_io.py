@@ -45,7 +45,7 @@ def test_mask_round_trip_and_description(tmp_path: Path) -> None:
     volume = _volume()
     truth = np.zeros(volume.hu.shape, bool)
     truth[1:3, 2:4, 3:6] = True
-    image = mask_to_nifti(volume, HematomaMask(truth, "hemex-threshold", "1.0.0", learned=False))
+    image = mask_to_nifti(volume.geometry, HematomaMask(truth, "hemex-threshold", "1.0.0", learned=False))
     assert image.get_data_dtype() == np.uint8
     assert b"hemex-threshold 1.0.0" in image.header["descrip"].tobytes()
     nib.save(image, tmp_path / "mask.nii.gz")
@@ -57,6 +57,6 @@ def test_gzipped_bytes_are_a_readable_nii_gz(tmp_path: Path) -> None:
     truth = np.zeros(volume.hu.shape, bool)
     truth[2, 1:4, 1:5] = True
     path = tmp_path / "mask.nii.gz"
-    path.write_bytes(gzipped(mask_to_nifti(volume, HematomaMask(truth, "m", "1"))))
+    path.write_bytes(gzipped(mask_to_nifti(volume.geometry, HematomaMask(truth, "m", "1"))))
     assert path.read_bytes()[:2] == b"\x1f\x8b"  # gzip magic: the name does not lie
     assert np.array_equal(load_nifti_mask(path, volume).mask, truth)

@@ -20,16 +20,18 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from apscheduler.schedulers.background import BackgroundScheduler
 
 from bench.kill_loop_node import failures, node_kill_loop
-from daemon.assemble.series_tracker import ANALYSE_STUDY, SeriesTracker
+from daemon.assemble.series_tracker import SeriesTracker
 from daemon.config import DicomDestination, OutboxSettings, SeriesCompletionSettings
 from daemon.deliver.dicom_sender import DicomStoreChannel
 from daemon.deliver.outbox import Outbox
-from daemon.receive.instance_store import InstanceHeader, InstanceStore
+from daemon.receive.instance_header import read_instance_header
+from daemon.receive.instance_store import InstanceStore
 from daemon.state.database import Database
-from daemon.state.job_queue import JobQueue
+from daemon.state.job_repository import JobRepository
+from domain.delivery import Channel, DeliveryRequest
+from domain.jobs import JobKind, JobState
 from tests.support.counting_pacs import CountingPacs, Reception
 from tests.support.node_process import NodeDatabase, NodeProcess, write_node_config
 from tests.support.peers import free_port
@@ -77,16 +79,15 @@ def test_whole_node_survives_kill_9_at_random_points(tmp_path: Path) -> None:
 def _store_series_and_die_when_the_job_is_queued(data_dir: Path, files: list[Path]) -> None:
     """Child process: receive a whole series; die at the moment its analysis job is queued."""
 
-    class DyingJobQueue(JobQueue):
-        def enqueue(self, *args: object, **kwargs: object) -> None:
-            os._exit(DIED)  # no clean-up, no commit of anything still open: as kill -9
+    def die(*_: object, **__: object) -> None:
+        os._exit(DIED)  # no clean-up, no commit of anything still open: as kill -9
 
+    JobRepository.enqueue = die  # type: ignore[method-assign]  # fault injection in this child only
     db = Database(data_dir / "hemex.sqlite3")
-    tracker = SeriesTracker(db, DyingJobQueue(db), BackgroundScheduler(),
-                            SeriesCompletionSettings(quiet_period_s=30.0))
-    store = InstanceStore(db, data_dir / "spool", 0, on_stored=tracker.instance_stored)
+    tracker = SeriesTracker(db, SeriesCompletionSettings(quiet_period_s=30.0))
+    store = InstanceStore(db, data_dir / "spool", 0, tracker)
     for path in files:
-        store.store(InstanceHeader.from_dataset(pydicom.dcmread(path)), path.read_bytes(), "STORESCU")
+        store.store(read_instance_header(pydicom.dcmread(path)), path.read_bytes(), "STORESCU")
 
 
 def test_death_between_series_completion_and_job_insert_still_analyses(tmp_path: Path) -> None:
@@ -100,12 +101,13 @@ def test_death_between_series_completion_and_job_insert_still_analyses(tmp_path:
     child.join(120)
     assert child.exitcode == DIED  # it died exactly there
     db = Database(data_dir / "hemex.sqlite3")
-    jobs = JobQueue(db)
-    assert db.query("SELECT COUNT(*) AS n FROM instances")[0]["n"] == 4
-    scheduler = BackgroundScheduler()
-    tracker = SeriesTracker(db, jobs, scheduler, SeriesCompletionSettings(quiet_period_s=30.0))
-    tracker.resume_open_series()  # what Node.start() does after a crash
-    assert jobs.state_of(ANALYSE_STUDY, phantom.study_uid) == "pending"
+    with db.reading() as repos:
+        assert repos.images.instance_count() == 4
+        assert repos.images.open_series() == [phantom.series_uid]  # the completion was rolled back
+    tracker = SeriesTracker(db, SeriesCompletionSettings(quiet_period_s=30.0))
+    assert tracker.resume_open_series() == 1  # what Node.start() does after a crash
+    with db.reading() as repos:
+        assert repos.jobs.state_of(JobKind.ANALYSE_STUDY, phantom.study_uid) is JobState.PENDING
 
 
 def test_each_delivery_is_committed_before_the_next_object_is_sent(tmp_path: Path) -> None:
@@ -121,12 +123,12 @@ def test_each_delivery_is_committed_before_the_next_object_is_sent(tmp_path: Pat
         seen_delivered.append(NodeDatabase(tmp_path / "data").count(
             "SELECT COUNT(*) FROM outbox WHERE state = 'delivered'"))
 
-    pacs = CountingPacs(free_port(), on_store=count_delivered).start()
+    pacs = CountingPacs(on_store=count_delivered).start()
     try:
         destination = DicomDestination(name="pacs", ae_title=pacs.ae_title, host="127.0.0.1", port=pacs.port)
         outbox = Outbox(db, OutboxSettings(), {"dicom": DicomStoreChannel([destination])})
         for path in phantom.paths:
-            outbox.enqueue("dicom", "pacs", path.stem, path, phantom.study_uid)
+            outbox.enqueue(DeliveryRequest(Channel.DICOM, "pacs", path.stem, path, phantom.study_uid))
         result = outbox.deliver_due()
     finally:
         pacs.stop()

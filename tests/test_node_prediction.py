@@ -76,8 +76,8 @@ def test_node_reports_the_tiny_unvalidated_model_and_raises_no_risk_alert(
     node = Node(settings)
     node.start()
     try:
-        assert node.clinical is not None
-        with MllpClient(node.clinical.port) as client:
+        assert node.hl7 is not None
+        with MllpClient(node.hl7.port) as client:
             acks = [client.send(adt("NP-ADT", "A01", patient_id=PATIENT, issuer=ISSUER)),
                     client.send(labs("NP-LAB"))]
         assert [msa(a)[1] for a in acks] == ["AA", "AA"]
@@ -110,10 +110,11 @@ def test_node_reports_the_tiny_unvalidated_model_and_raises_no_risk_alert(
 
         # No risk alert from unvalidated weights, though the threshold is 0: the alert
         # decision is committed with the SR, so nothing can still be on its way.
-        assert [r["risk_category"] for r in node.db.query("SELECT risk_category FROM results")] == \
-            ["not_validated"]
-        assert node.db.query("SELECT COUNT(*) AS n FROM alerts")[0]["n"] == 0
-        assert node.db.query("SELECT COUNT(*) AS n FROM outbox WHERE channel = 'webhook'")[0]["n"] == 0
+        study_uid = str(sr.StudyInstanceUID)
+        with node.db.reading() as repos:
+            assert [r.risk_category for r in repos.results.of_study(study_uid)] == ["not_validated"]
+            assert repos.alerts.keys_of(study_uid) == []
+            assert [i for i in repos.outbox.items() if i.channel == "webhook"] == []
         assert webhook.requests == []
     finally:
         node.stop()

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from daemon.clinical.hl7_parsing import (
+from daemon.intake.hl7_parsing import (
     RawObservation,
     check_message,
     extract_content,
     parse_hl7_datetime,
 )
-from daemon.clinical.observation_mapping import (
+from daemon.intake.observation_mapping import (
     DEFAULT_LOINC_MAP,
     VARIABLES,
-    MappedObservation,
+    Observation,
     Rejection,
     map_observation,
     validate_local_code_map,
@@ -36,9 +36,9 @@ def raw(code: str, value: str, unit: str = "", value_type: str = "NM", system: s
     return RawObservation(((system, code),), value_type, value, unit, T, status, None)
 
 
-def mapped(code: str, value: str, unit: str = "", **kw: str) -> MappedObservation:
+def mapped(code: str, value: str, unit: str = "", **kw: str) -> Observation:
     result = map_observation(raw(code, value, unit, **kw), {})
-    assert isinstance(result, MappedObservation), result
+    assert isinstance(result, Observation), result
     return result
 
 
@@ -111,7 +111,7 @@ def test_structured_numeric_and_result_status() -> None:
 def test_local_codes_from_config_and_their_validation() -> None:
     local = {"LAB-INR": "pt_inr", "VS-SYS": "systolic_bp_mmhg"}
     result = map_observation(raw("LAB-INR", "1.9", "", system="L"), local)
-    assert isinstance(result, MappedObservation) and result.variable == "pt_inr" and result.value_num == 1.9
+    assert isinstance(result, Observation) and result.variable == "pt_inr" and result.value_num == 1.9
     validate_local_code_map(local)
     with pytest.raises(ConfigurationError, match="unknown variables"):
         validate_local_code_map({"X": "inr"})
@@ -130,14 +130,14 @@ def test_coded_yes_no_and_onset_time() -> None:
 
 
 def test_atc_codes_state_anticoagulant_and_antiplatelet_use() -> None:
-    def med(code: str) -> MappedObservation | Rejection | None:
+    def med(code: str) -> Observation | Rejection | None:
         return map_observation(RawObservation((("ATC", code),), "CWE", "Y", "", T, "F", None, "medication"), {})
 
     for code in ("B01AA03", "B01AE07", "B01AF01"):  # warfarin, dabigatran, rivaroxaban
         result = med(code)
-        assert isinstance(result, MappedObservation) and result.variable == "anticoagulant_use"
+        assert isinstance(result, Observation) and result.variable == "anticoagulant_use"
     aspirin = med("B01AC06")
-    assert isinstance(aspirin, MappedObservation) and aspirin.variable == "antiplatelet_use"
+    assert isinstance(aspirin, Observation) and aspirin.variable == "antiplatelet_use"
     assert med("B01AB01") is None  # heparin: not mapped by default (prophylactic doses)
     assert med("N02BE01") is None
 
@@ -159,7 +159,7 @@ def test_medication_message_content_and_cancelled_orders() -> None:
 
 def test_rejections_are_logged_without_phi_over_the_listener(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     running = start_intake(tmp_path)
-    caplog.set_level(logging.WARNING, logger="daemon.clinical")
+    caplog.set_level(logging.WARNING, logger="daemon.intake")
     try:
         with MllpClient(running.port) as client:
             ack = client.send(oru("IMPL", [obx(1, "777-3", "250000", "10*3/uL", "20240101100000"),
@@ -169,8 +169,10 @@ def test_rejections_are_logged_without_phi_over_the_listener(tmp_path: Path, cap
         running.listener.stop()
         running.processor.stop()
     assert msa(ack)[1] == "AA"  # the message is fine; one value in it is not
-    rows = running.db.query("SELECT variable FROM clinical_observations")
-    assert [r["variable"] for r in rows] == ["pt_inr"]
+    with running.db.reading() as repos:
+        (message_id,) = repos.hl7_messages.with_control_id("IMPL")
+        rows = repos.clinical.observations_of_message(message_id)
+    assert [r.observation.variable for r in rows] == ["pt_inr"]
     rejected = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
     assert len(rejected) == 1 and "platelets_10e9_per_l" in rejected[0] and "implausible" in rejected[0]
     assert "P001" not in rejected[0] and "250000" not in rejected[0] and "Test" not in rejected[0]

@@ -23,7 +23,6 @@ from domain.errors import DeliveryError, PermanentDeliveryError
 from domain.measurements import HematomaMeasurements
 from domain.prediction import ExpansionPrediction
 from tests.support.hl7_peers import AckingServer
-from tests.support.peers import free_port
 
 SETTINGS = Hl7Settings(sending_facility="STROKE-UNIT", outbound_receiving_application="EHR")
 
@@ -140,9 +139,10 @@ def test_ar_is_permanent(ehr_ar: AckingServer, stored_oru: Path) -> None:
 
 
 def test_refused_connection_and_missing_ack_time_out_as_delivery_errors(ehr_silent: AckingServer,
-                                                                       stored_oru: Path) -> None:
+                                                                       stored_oru: Path,
+                                                                       refusing_port: int) -> None:
     with pytest.raises(DeliveryError, match="failed"):
-        channel(free_port()).send("ehr", stored_oru)
+        channel(refusing_port).send("ehr", stored_oru)
     with pytest.raises(DeliveryError, match="no ACK"):
         channel(ehr_silent.port, timeout_s=0.5).send("ehr", stored_oru)
     with pytest.raises(PermanentDeliveryError, match="no HL7 endpoint"):

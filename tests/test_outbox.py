@@ -18,6 +18,7 @@ from daemon.deliver.channel import PerItemBatchChannel, as_batch_channel
 from daemon.deliver.outbox import JITTER, Outbox
 from daemon.deliver.webhook_sender import WebhookChannel
 from daemon.state.database import Database
+from domain.delivery import Channel, DeliveryRequest
 from tests.support.alert_peers import HttpReceiver
 
 
@@ -65,7 +66,7 @@ def test_plain_send_channel_is_adapted() -> None:
 def test_backoff_doubles_with_jitter_up_to_the_cap(tmp_path: Path, receiver: HttpReceiver) -> None:
     clock = Clock()
     outbox = make_outbox(tmp_path, receiver, clock)
-    outbox.enqueue("webhook", "oncall", "a1", payload(tmp_path))
+    outbox.enqueue(DeliveryRequest(Channel.WEBHOOK, "oncall", "a1", payload(tmp_path)))
     delays = []
     for _ in range(8):
         result = outbox.deliver_due()
@@ -81,13 +82,13 @@ def test_backoff_doubles_with_jitter_up_to_the_cap(tmp_path: Path, receiver: Htt
     assert outbox.items()[0].attempts == 8 and "HTTP 503" in (outbox.items()[0].last_error or "")
     receiver.status = 200
     assert len(outbox.deliver_due().delivered) == 1
-    assert len(receiver.requests) == 1 and outbox.pending_count() == 0
+    assert len(receiver.requests) == 1 and outbox.counts_by_state().get("pending", 0) == 0
 
 
 def test_dead_after_max_attempts_then_retry_dead(tmp_path: Path, receiver: HttpReceiver) -> None:
     clock = Clock()
     outbox = make_outbox(tmp_path, receiver, clock, max_attempts=3)
-    outbox.enqueue("webhook", "oncall", "a1", payload(tmp_path))
+    outbox.enqueue(DeliveryRequest(Channel.WEBHOOK, "oncall", "a1", payload(tmp_path)))
     for _ in range(3):
         outbox.deliver_due()
         clock.now += 1000
@@ -107,17 +108,17 @@ def test_permanent_error_is_dead_at_once_and_retry_dead_by_id(tmp_path: Path, re
     clock = Clock()
     receiver.status = 400
     outbox = make_outbox(tmp_path, receiver, clock)
-    outbox.enqueue("webhook", "oncall", "a1", payload(tmp_path, "a1.json"))
-    outbox.enqueue("webhook", "oncall", "a2", payload(tmp_path, "a2.json"))
-    outbox.enqueue("webhook", "nowhere", "a3", payload(tmp_path, "a3.json"))  # unknown target
-    outbox.enqueue("pager", "x", "a4", payload(tmp_path, "a4.json"))  # unknown channel
+    outbox.enqueue(DeliveryRequest(Channel.WEBHOOK, "oncall", "a1", payload(tmp_path, "a1.json")))
+    outbox.enqueue(DeliveryRequest(Channel.WEBHOOK, "oncall", "a2", payload(tmp_path, "a2.json")))
+    outbox.enqueue(DeliveryRequest(Channel.WEBHOOK, "nowhere", "a3", payload(tmp_path, "a3.json")))  # unknown target
+    outbox.enqueue(DeliveryRequest(Channel.HL7, "ehr", "a4", payload(tmp_path, "a4.json")))  # no HL7 channel
     missing = tmp_path / "gone.json"
-    outbox.enqueue("webhook", "oncall", "a5", missing)  # file vanished
+    outbox.enqueue(DeliveryRequest(Channel.WEBHOOK, "oncall", "a5", missing))  # file vanished
     result = outbox.deliver_due()
     assert len(result.dead) == 5 and result.attempted == 5
     reasons = {item.item_key: item.last_error or "" for item in outbox.dead_letters()}
     assert "HTTP 400" in reasons["a1"] and "nowhere" in reasons["a3"]
-    assert "pager" in reasons["a4"] and "missing" in reasons["a5"]
+    assert "no channel 'hl7'" in reasons["a4"] and "missing" in reasons["a5"]
 
     receiver.status = 200
     first = outbox.dead_letters()[0].id
@@ -130,7 +131,7 @@ def test_retryable_client_errors_and_unreachable_peer(tmp_path: Path, receiver: 
     clock = Clock()
     receiver.status = 429
     outbox = make_outbox(tmp_path, receiver, clock)
-    outbox.enqueue("webhook", "oncall", "a1", payload(tmp_path))
+    outbox.enqueue(DeliveryRequest(Channel.WEBHOOK, "oncall", "a1", payload(tmp_path)))
     assert len(outbox.deliver_due().retrying) == 1
     receiver.stop()  # peer gone: connection refused is retried, not dead
     clock.now += 1000
@@ -142,6 +143,6 @@ def test_limit_bounds_one_pass(tmp_path: Path, receiver: HttpReceiver) -> None:
     receiver.status = 200
     outbox = make_outbox(tmp_path, receiver, Clock())
     for index in range(5):
-        outbox.enqueue("webhook", "oncall", f"a{index}", payload(tmp_path, f"{index}.json"))
+        outbox.enqueue(DeliveryRequest(Channel.WEBHOOK, "oncall", f"a{index}", payload(tmp_path, f"{index}.json")))
     assert outbox.deliver_due(limit=2).attempted == 2
-    assert outbox.pending_count() == 3
+    assert outbox.counts_by_state()["pending"] == 3

@@ -6,20 +6,20 @@ window is 24 h before to 6 h after.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from daemon.clinical.intake_service import ClinicalIntake
-from daemon.clinical.patient_matching import clinical_variables_for_study
-from daemon.config import Hl7Settings, Settings
-from daemon.state.database import Database
-from domain.clinical import ClinicalVariables
+from daemon.analyse.clinical_match import match_clinical
+from daemon.analyse.clinical_update_job import ClinicalUpdateStage
+from daemon.config import Hl7Settings
+from daemon.jobs.runner import JobRunner
+from domain.clinical import ClinicalVariables, PatientIdentifier, Provenance
+from domain.jobs import JobKind, JobState
+from domain.study import ReceivedInstance, StudyIdentity
 from tests.support.hl7_peers import Intake, MllpClient, adt, merge, msa, obx, oru, rde, start_intake
-from tests.support.peers import wait_until
 
 CT = datetime(2024, 1, 1, 11, 0)
 SETTINGS = Hl7Settings()
@@ -41,8 +41,21 @@ def send_all(intake: Intake, *messages: str) -> None:
 
 
 def match(intake: Intake, patient_id: str = "P001", issuer: str | None = "HOSP", accession: str | None = None,
-          ct: datetime | None = CT) -> tuple[ClinicalVariables, dict]:
-    return clinical_variables_for_study(intake.db, patient_id, issuer, accession, ct, SETTINGS)
+          ct: datetime | None = CT) -> tuple[ClinicalVariables, dict[str, Provenance]]:
+    identity = StudyIdentity("1.2.3", "st-test", patient_id, issuer, accession, None, None)
+    with intake.db.reading() as repos:
+        matched = match_clinical(repos, identity, ct, SETTINGS)
+    return matched.variables, dict(matched.provenance)
+
+
+def observations(intake: Intake) -> list[tuple[int, float | None]]:
+    """(patient key, value) of every stored observation, by message."""
+    found = []
+    with intake.db.reading() as repos:
+        for message in repos.hl7_messages.received_since():
+            found += [(o.patient_key, o.observation.value_num)
+                      for o in repos.clinical.observations_of_message(message.id)]
+    return found
 
 
 def vitals_and_labs(control_id: str, patient_id: str = "P001") -> str:
@@ -74,7 +87,8 @@ def test_out_of_order_labs_before_the_adt_still_match(intake: Intake) -> None:
     variables, _ = match(intake)
     assert variables.pt_inr == 1.4
     assert (variables.age_years, variables.sex) == (44, "M")
-    assert len(intake.db.query("SELECT * FROM clinical_patients")) == 1
+    with intake.db.reading() as repos:  # one patient: the ADT found the one the labs made
+        assert repos.clinical.key_of(PatientIdentifier("P001", "HOSP")) == 1
 
 
 def test_nearest_before_the_ct_wins_and_labs_after_the_ct_are_used(intake: Intake) -> None:
@@ -101,9 +115,9 @@ def test_a40_merge_moves_observations_and_both_ids_match(intake: Intake) -> None
     by_old, _ = match(intake, "TEMP9")
     assert by_new.pt_inr == by_old.pt_inr == 1.4
     assert by_new.age_years == by_old.age_years == 73
-    keys = {r["patient_key"] for r in intake.db.query("SELECT patient_key FROM clinical_observations")}
-    survivor = intake.db.query("SELECT patient_key FROM clinical_patient_ids WHERE patient_id = 'MRN5'")[0][0]
-    assert keys == {survivor}
+    with intake.db.reading() as repos:
+        survivor = repos.clinical.key_of(PatientIdentifier("MRN5", "HOSP"))
+    assert {key for key, _ in observations(intake)} == {survivor}
     # Messages still using the old ID after the merge land on the surviving patient.
     send_all(intake, oru("L2", [obx(1, "9269-2", "11", "", "20240101104500")], patient_id="TEMP9"))
     assert match(intake, "MRN5")[0].gcs == 11
@@ -129,10 +143,9 @@ def test_issuer_and_accession_rules(intake: Intake) -> None:
 def test_duplicates_are_counted_once_and_corrections_replace(intake: Intake) -> None:
     first = oru("L1", [obx(1, "6301-6", "1.4", "{INR}", "20240101103000")])
     send_all(intake, first, first)
-    assert len(intake.db.query("SELECT * FROM clinical_observations")) == 1
+    assert len(observations(intake)) == 1
     send_all(intake, oru("L2", [obx(1, "6301-6", "1.9", "{INR}", "20240101103000", status="C")]))
-    rows = intake.db.query("SELECT value_num FROM clinical_observations")
-    assert [r["value_num"] for r in rows] == [1.9]
+    assert [value for _, value in observations(intake)] == [1.9]
     assert match(intake)[0].pt_inr == 1.9
 
 
@@ -142,31 +155,27 @@ def test_without_ct_time_only_demographics_match(intake: Intake) -> None:
     assert variables.pt_inr is None and variables.sex == "M" and set(provenance) == {"age_years", "sex"}
 
 
-def test_clinical_update_reaches_the_waiting_study(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, hl7=Hl7Settings(host="127.0.0.1", port=0, min_free_disk_mb=0))
-    db = Database(settings.database_path)
-    now = time.time()
-    db.connection().execute(
-        "INSERT INTO studies(study_uid, handle, patient_id, issuer_of_patient_id, accession_number,"
-        " study_datetime, created_at, updated_at) VALUES ('1.2.3', 'st-test', 'P001', 'HOSP', NULL,"
-        " '20240101110000', ?, ?)", (now, now))
-    calls: list[tuple[list[str], dict[str, bool]]] = []
-    intake = ClinicalIntake(settings, db)
-    intake.start(on_studies_updated=lambda uids, complete: calls.append((uids, complete)))
-    try:
-        with MllpClient(intake.port) as client:
-            assert msa(client.send(oru("L1", [obx(1, "6301-6", "1.4", "{INR}", "20240101103000")])))[1] == "AA"
-            wait_until(lambda: len(calls) == 1, timeout_s=10)
-            assert calls[0] == (["1.2.3"], {"1.2.3": False})  # SBP, DBP, onset, anticoagulant missing
-            assert msa(client.send(vitals_and_labs("L2")))[1] == "AA"
-            assert msa(client.send(oru("L3", [obx(1, "HEMEX-ANTICOAG", "N^No", "", "20240101100000",
-                                                   value_type="CWE", system="L")])))[1] == "AA"
-            wait_until(lambda: len(calls) == 3, timeout_s=10)
-    finally:
-        intake.stop()
-    assert calls[-1] == (["1.2.3"], {"1.2.3": True})
-    from daemon.analysis.study_analysis import StudyIdentity
+def test_clinical_update_finalises_a_waiting_study_once_its_variables_are_in(intake: Intake) -> None:
+    """The intake queues a clinical_update job per patient; it finalises the patient's study
+    (still being analysed here) only when every predictor variable is known."""
+    instance = ReceivedInstance("1.2.3.1", "1.2.840.10008.5.1.4.1.1.2", "1.2.3", "1.2.3.9", "CT", "", "P001",
+                                "HOSP", None, "20240101110000", None)
+    with intake.db.transaction() as repos:
+        repos.images.record(instance, Path("/x"), 1, "CT", 0.0, 0.0)
+        repos.jobs.enqueue(JobKind.ANALYSE_STUDY, "1.2.3", 1e12, 0.0)  # being analysed
+    stage = ClinicalUpdateStage(SETTINGS, intake.db)
+    runner = JobRunner(intake.db, {JobKind.CLINICAL_UPDATE: stage.clinical_update})
 
-    identity = StudyIdentity("1.2.3", "st-test", "P001", "HOSP", None, None, "20240101110000")
-    variables = intake.lookup(identity, CT)
+    def finalise() -> JobState | None:
+        with intake.db.reading() as repos:
+            return repos.jobs.state_of(JobKind.FINALISE_STUDY, "1.2.3")
+
+    send_all(intake, oru("L1", [obx(1, "6301-6", "1.4", "{INR}", "20240101103000")]))
+    assert runner.run_pending() == 1 and finalise() is None  # SBP, DBP, onset, anticoagulant missing
+    send_all(intake, vitals_and_labs("L2"))
+    assert runner.run_pending() == 1 and finalise() is None  # anticoagulant still missing
+    send_all(intake, oru("L3", [obx(1, "HEMEX-ANTICOAG", "N^No", "", "20240101100000", value_type="CWE",
+                                    system="L")]))
+    assert runner.run_pending() == 1 and finalise() is JobState.PENDING
+    variables, _ = match(intake)
     assert variables.anticoagulant_use is False and variables.hours_onset_to_ct == 2.5

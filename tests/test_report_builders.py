@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydantic import ValidationError
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -34,13 +35,14 @@ from daemon.report.validation import (
     validator_errors,
     write_dataset,
 )
-from domain.analysis import StudyAnalysis, StudyIdentity
+from domain.analysis import StudyAnalysis
 from domain.brain_score import BrainScore
 from domain.clinical import ClinicalVariables
 from domain.errors import ReportBuildError
-from domain.imaging import CTVolume, HematomaMask
+from domain.imaging import CTVolume, HematomaMask, VolumeGeometry
 from domain.measurements import HematomaMeasurements
 from domain.prediction import ExpansionPrediction, prediction_unavailable_reason
+from domain.study import StudyIdentity
 from tests.support.sr_reading import sr_numeric_values, sr_texts, walk_content
 
 SLICES, ROWS, COLUMNS = 10, 64, 64
@@ -77,7 +79,7 @@ def _ct_series() -> list[Dataset]:
     return images
 
 
-def _volume(images: list[Dataset]) -> CTVolume:
+def _volume(images: list[Dataset]) -> VolumeGeometry:
     affine = np.array([[0, 0, PIXEL_MM, 0], [0, PIXEL_MM, 0, 0], [SLICE_MM, 0, 0, 0], [0, 0, 0, 1]], float)
     return CTVolume(
         hu=np.full((SLICES, ROWS, COLUMNS), 30, np.float32),
@@ -86,7 +88,7 @@ def _volume(images: list[Dataset]) -> CTVolume:
         sop_instance_uids=tuple(str(ds.SOPInstanceUID) for ds in images),
         series_instance_uid=str(images[0].SeriesInstanceUID),
         study_instance_uid=str(images[0].StudyInstanceUID),
-    )
+    ).geometry
 
 
 def _mask(empty: bool = False) -> HematomaMask:
@@ -300,10 +302,11 @@ def test_source_image_of_another_series_is_refused(built):
         build_segmentation(headers, built["volume"], built["mask"], SETTINGS, "0.1.0")
 
 
-def test_invalid_uid_root_is_refused(built):
-    bad = ReportSettings(uid_root="1.2.abc.")
-    with pytest.raises(ReportBuildError, match="uid_root"):
-        build_segmentation(built["headers"], built["volume"], built["mask"], bad, "0.1.0")
+@pytest.mark.parametrize("root", ["1.2.abc.", "1.02.3", "1." + "2" * 60])
+def test_invalid_uid_root_is_refused_when_the_settings_load(root: str) -> None:
+    with pytest.raises(ValidationError, match="uid_root"):
+        ReportSettings(uid_root=root)
+    assert ReportSettings(uid_root="1.2.3").uid_root == "1.2.3."  # the final dot is added
 
 
 # --- SR -------------------------------------------------------------------------------

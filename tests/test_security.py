@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from daemon.audit_log import _audit_logger
+from daemon.audit_log import AuditLog
 from daemon.cli import main
 from daemon.config import LoggingSettings, load_settings
 from daemon.logging_setup import configure_logging
 from daemon.state.database import Database
+from daemon.tls import server_context
 from domain.durable_files import ensure_private_dir, write_atomically
-from tests.test_dicom_listener import _start, tiny_ct
-from tests.test_hostile_dicom import _send
+from domain.errors import ConfigurationError
+from domain.jobs import JobKind
+from tests.support.dicom_listener import send, start_receive_listener, tiny_ct
 
 SMTP_SECRET = "smtp-pw-7f3a9c"
 WEBHOOK_SECRET = "wh-token-51d2e8"
@@ -36,7 +38,6 @@ def _mode(path: Path) -> int:
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    audit_handlers = list(_audit_logger.handlers)
     yield
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -44,20 +45,14 @@ def restore_logging() -> Iterator[None]:
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(level)
-    for handler in list(_audit_logger.handlers):
-        _audit_logger.removeHandler(handler)
-        handler.close()
-    for handler in audit_handlers:
-        _audit_logger.addHandler(handler)
 
 
 def test_data_dir_database_and_spool_are_private(tmp_path: Path) -> None:
     data = ensure_private_dir(tmp_path / "a" / "data")
     assert _mode(data) == 0o700
     db = Database(data / "hemex.sqlite3")
-    with db.transaction() as conn:  # a write creates the WAL and shared-memory files
-        conn.execute("CREATE TABLE IF NOT EXISTS probe(x)")
-        conn.execute("INSERT INTO probe VALUES (1)")
+    with db.transaction() as repos:  # a write creates the WAL and shared-memory files
+        repos.jobs.enqueue(JobKind.ANALYSE_STUDY, "probe", 0.0, 0.0)
     for name in ("hemex.sqlite3", "hemex.sqlite3-wal", "hemex.sqlite3-shm"):
         if (data / name).exists():
             assert _mode(data / name) == 0o600, name
@@ -76,6 +71,7 @@ def test_log_files_are_private(tmp_path: Path, restore_logging: None) -> None:
     assert _mode(tmp_path / "data") == 0o700
     assert _mode(tmp_path / "data" / "logs") == 0o700
     assert _mode(tmp_path / "data" / "logs" / "hemex.log") == 0o600
+    AuditLog(tmp_path / "data" / "logs").close()
     assert _mode(tmp_path / "data" / "logs" / "audit.log") == 0o600
 
 
@@ -118,21 +114,21 @@ def test_operational_log_has_no_phi_and_audit_log_has_who_sent_what(
     tmp_path: Path, restore_logging: None,
 ) -> None:
     configure_logging(LoggingSettings(level="DEBUG"), tmp_path / "logs")
-    running, server = _start(tmp_path)
+    running = start_receive_listener(tmp_path)
     try:
         path = tiny_ct(tmp_path / "in/0.dcm", generate_uid(), generate_uid(), 0)
         import pydicom
 
         ds = pydicom.dcmread(path)
         ds.PatientID, ds.PatientName = PATIENT_ID, PATIENT_NAME
-        assert _send(running.port, ds) == 0x0000
+        assert send(running.port, ds) == 0x0000
         refused = pydicom.dcmread(path)
         refused.PatientID, refused.Modality = PATIENT_ID, "MR"
         refused.SOPInstanceUID = generate_uid()
-        assert _send(running.port, refused) == 0xA900  # the refusal is logged too
+        assert send(running.port, refused) == 0xA900  # the refusal is logged too
     finally:
-        server.shutdown()  # type: ignore[attr-defined]
-    for handler in logging.getLogger().handlers + _audit_logger.handlers:
+        running.stop()
+    for handler in logging.getLogger().handlers:
         handler.flush()
     log_text = (tmp_path / "logs" / "hemex.log").read_text()
     assert "c-store rejected" in log_text
@@ -186,8 +182,8 @@ def _tls_associate(port: int, pki: Path, client_cert: bool):  # type: ignore[no-
 
 
 def test_dicom_mutual_tls_accepts_a_client_certificate_and_refuses_none(tmp_path: Path, pki: Path) -> None:
-    running, server = _start(tmp_path, tls_cert=pki / "server.pem", tls_key=pki / "server.key",
-                             tls_client_ca=pki / "ca.pem")
+    running = start_receive_listener(tmp_path, tls_cert=pki / "server.pem", tls_key=pki / "server.key",
+                                     tls_client_ca=pki / "ca.pem")
     try:
         assoc = _tls_associate(running.port, pki, client_cert=True)
         assert assoc.is_established
@@ -198,27 +194,24 @@ def test_dicom_mutual_tls_accepts_a_client_certificate_and_refuses_none(tmp_path
         plain = _send_plain_echo(running.port)
         assert not plain
     finally:
-        server.shutdown()  # type: ignore[attr-defined]
+        running.stop()
 
 
 def test_dicom_server_tls_without_client_ca(tmp_path: Path, pki: Path) -> None:
-    running, server = _start(tmp_path, tls_cert=pki / "server.pem", tls_key=pki / "server.key")
+    running = start_receive_listener(tmp_path, tls_cert=pki / "server.pem", tls_key=pki / "server.key")
     try:
         assoc = _tls_associate(running.port, pki, client_cert=False)
         assert assoc.is_established
         assoc.release()
     finally:
-        server.shutdown()  # type: ignore[attr-defined]
+        running.stop()
 
 
 def test_dicom_tls_cert_without_key_is_a_configuration_error(tmp_path: Path, pki: Path) -> None:
-    from daemon.errors import ConfigurationError
-
-    from daemon.config import DicomListenerSettings
-    from daemon.receive.storage_scp import server_ssl_context
-
-    with pytest.raises(ConfigurationError):
-        server_ssl_context(DicomListenerSettings(tls_cert=pki / "server.pem"))
+    with pytest.raises(ConfigurationError, match="dicom.tls_cert needs dicom.tls_key"):
+        server_context("dicom", pki / "server.pem", None, None)
+    with pytest.raises(ConfigurationError, match="hl7.tls_key/tls_client_ca need hl7.tls_cert"):
+        server_context("hl7", None, None, pki / "ca.pem")
 
 
 def _send_plain_echo(port: int) -> bool:

@@ -2,7 +2,7 @@
 
 from pydicom.dataset import Dataset
 
-from daemon.assemble.series_selection import SeriesCandidate, select_series
+from daemon.analyse.series_selection import SeriesCandidate, select_series
 from daemon.config import SeriesSelectionSettings
 
 RULES = SeriesSelectionSettings()
@@ -33,8 +33,8 @@ def test_thinnest_soft_tissue_axial_series_is_chosen_and_others_explained() -> N
         SeriesCandidate("1.7", 160, _header(Modality="MR")),
     ]
     selection = select_series(candidates, RULES)
-    assert selection.chosen is not None and selection.chosen.series_uid == "1.2"
-    reasons = dict(selection.skipped)
+    assert selection.chosen_series_uid == "1.2"
+    reasons = {s.series_uid: s.reason for s in selection.skipped}
     assert set(reasons) == {"1.1", "1.3", "1.4", "1.5", "1.6", "1.7"}
     assert "kernel" in reasons["1.3"]
     assert "localizer" in reasons["1.4"]
@@ -46,8 +46,8 @@ def test_thinnest_soft_tissue_axial_series_is_chosen_and_others_explained() -> N
 
 def test_no_eligible_series_gives_reasons_for_all() -> None:
     selection = select_series([SeriesCandidate("2.1", 5, _header())], RULES)
-    assert selection.chosen is None
-    assert "fewer than" in selection.skipped[0][1]
+    assert selection.chosen_series_uid is None
+    assert "fewer than" in selection.skipped[0].reason
 
 
 def test_bone_description_and_thick_slices_are_skipped() -> None:
@@ -58,8 +58,8 @@ def test_bone_description_and_thick_slices_are_skipped() -> None:
         ],
         RULES,
     )
-    assert selection.chosen is None
-    reasons = dict(selection.skipped)
+    assert selection.chosen_series_uid is None
+    reasons = {s.series_uid: s.reason for s in selection.skipped}
     assert "description" in reasons["3.1"]
     assert "thickness" in reasons["3.2"]
 
@@ -68,8 +68,8 @@ def test_non_contrast_descriptions_are_not_taken_for_contrast() -> None:
     for description in ("HEAD NON-CONTRAST 2.5mm", "CT HEAD W/O CONTRAST", "Head NON CONTRAST",
                         "HEAD WITHOUT CONTRAST", "NONCONTRAST HEAD"):
         selection = select_series([SeriesCandidate("1.1", 40, _header(SeriesDescription=description))], RULES)
-        assert selection.chosen is not None, description
+        assert selection.chosen_series_uid is not None, description
     for description in ("CT HEAD WITH CONTRAST", "HEAD C+ 1mm", "CONTRAST HEAD"):
         selection = select_series([SeriesCandidate("1.1", 40, _header(SeriesDescription=description))], RULES)
-        assert selection.chosen is None, description
-        assert "description" in selection.skipped[0][1]
+        assert selection.chosen_series_uid is None, description
+        assert "description" in selection.skipped[0].reason

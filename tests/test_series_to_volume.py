@@ -139,7 +139,7 @@ def test_multi_frame_image_gives_the_same_volume_and_its_seg_is_valid(phantom: P
 
     truth = np.zeros(from_multi.hu.shape, bool)
     truth[4:7, 20:30, 30:40] = True
-    seg = build_segmentation([multi], from_multi, HematomaMask(truth, "hemex-threshold", "1.0.0", learned=False),
+    seg = build_segmentation([multi], from_multi.geometry, HematomaMask(truth, "hemex-threshold", "1.0.0", learned=False),
                              ReportSettings(), "0.1.0")
     assert int(np.count_nonzero(seg.pixel_array)) == int(truth.sum())
     for item in seg.PerFrameFunctionalGroupsSequence:

@@ -20,8 +20,8 @@ from inference.masking.registry import create_masker
 from inference.masking.threshold import METHOD_NAME, ThresholdMasker
 from inference.measurements import abc_diameters_mm, measure_hematoma
 from inference.parameters import ThresholdParameters
-from tests.conftest import SHARED_DATA
 from tests.support.phantoms import HEAD_RADII_MM, SCALP_MM, SKULL_MM, head_hu
+from tests.support.shared_data import shared_data
 
 ROWS, PIXEL_MM = 256, 0.9
 MASKER = ThresholdMasker(ThresholdParameters())
@@ -102,9 +102,7 @@ def test_a_lobar_hematoma_against_the_cortex_is_found_though_its_margin_is_lost(
 
 
 def test_real_lesion_geometry_from_blast_ct_scan_0() -> None:
-    folder = SHARED_DATA / "blast_ct_v1" / "scans" / "scan_0"
-    if not folder.is_dir():
-        pytest.skip(f"shared data not found at {folder}")
+    folder = shared_data("blast_ct_v1", "scans", "scan_0")
     labels_xyz = np.asarray(nib.load(folder / "scan_0_segmentation.nii.gz").dataobj)
     brain_xyz = np.asarray(nib.load(folder / "scan_0_sampling_mask.nii.gz").dataobj) > 0
     labels, region = labels_xyz.transpose(2, 1, 0), brain_xyz.transpose(2, 1, 0)  # (z, y, x), 1 mm

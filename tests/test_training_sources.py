@@ -55,7 +55,7 @@ def test_dicom_folder_and_its_nifti_conversion_give_the_same_model_input(tmp_pat
     assert volume.hu.shape == (12, 64, 64) and volume.spacing_mm == pytest.approx((5.0, 3.6, 3.6))
     save_dcm2niix_style(np.rint(volume.hu).astype(np.int16), volume, tmp_path / "ct.nii.gz")
     save_dcm2niix_style(series.hematoma.astype(np.uint8), volume, tmp_path / "mask_flipped.nii.gz")
-    nib.save(mask_to_nifti(volume, HematomaMask(series.hematoma, "truth", "0")), tmp_path / "mask.nii.gz")
+    nib.save(mask_to_nifti(volume.geometry, HematomaMask(series.hematoma, "truth", "0")), tmp_path / "mask.nii.gz")
     # A mask stored with its rows the other way round lands on the CT's voxels.
     placed = mask_on_ct_grid(tmp_path / "mask_flipped.nii.gz", volume)
     assert np.array_equal(placed.mask, series.hematoma) and series.hematoma.any()
@@ -71,7 +71,7 @@ def test_dicom_folder_and_its_nifti_conversion_give_the_same_model_input(tmp_pat
 def test_masks_off_the_ct_grid_and_mixed_folders_are_refused(tmp_path: Path) -> None:
     series = phantom(tmp_path / "dicom")
     volume = read_dicom_folder(tmp_path / "dicom")
-    image = mask_to_nifti(volume, HematomaMask(series.hematoma, "truth", "0"))
+    image = mask_to_nifti(volume.geometry, HematomaMask(series.hematoma, "truth", "0"))
     shifted = image.affine.copy()
     shifted[:3, 3] += image.affine[:3, 0]  # one voxel along i
     nib.save(nib.Nifti1Image(np.asarray(image.dataobj), shifted), tmp_path / "shifted.nii.gz")

@@ -11,13 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from daemon.config import SeriesCompletionSettings
-
-
-@dataclass(frozen=True)
-class SeriesProgress:
-    instance_count: int
-    expected_images: int | None
-    last_received_at: float
+from domain.study import SeriesProgress
 
 
 @dataclass(frozen=True)

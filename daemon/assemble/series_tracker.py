@@ -1,9 +1,12 @@
-"""Tracks open series with APScheduler and hands complete studies to analysis.
+"""Decides when each series is complete and hands complete studies to analysis.
 
-Every stored instance (re)arms a one-shot scheduler job for its series at the end of
-the quiet period; when it fires, the completion decision is taken again against the
-database. When every series of a study is complete, an ``analyse_study`` job is queued
-in the durable job table. On start-up, open series are re-armed from the database.
+The timers are durable: every stored instance sets its series' ``recheck_at`` (the end
+of the quiet period) in the same transaction as the instance, and ``check_due`` (run by
+the scheduler every ``poll_interval_s``) takes the decision again for every series whose
+time has come. A restart, or another node, therefore finds every open series' timer in
+the database. The series that completes a study is marked complete in the same
+transaction that queues the study's analysis job, so no crash leaves a complete study
+that nothing will analyse.
 """
 
 from __future__ import annotations
@@ -12,103 +15,77 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 
-from apscheduler.schedulers.base import BaseScheduler
-
-from daemon.assemble.series_completion import SeriesProgress, decide_completion
+from daemon.assemble.series_completion import decide_completion
 from daemon.config import SeriesCompletionSettings
-from daemon.receive.instance_store import InstanceHeader
+from daemon.jobs.wakeup import Wakeup
 from daemon.state.database import Database
-from daemon.state.job_queue import JobQueue
 from domain.handles import study_handle
+from domain.jobs import JobKind
+from domain.study import SeriesProgress, StudyEvent
 
 log = logging.getLogger(__name__)
 
-ANALYSE_STUDY = "analyse_study"
-
 
 class SeriesTracker:
-    def __init__(
-        self,
-        db: Database,
-        jobs: JobQueue,
-        scheduler: BaseScheduler,
-        settings: SeriesCompletionSettings,
-        on_study_queued: Callable[[], None] | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    """Completion decisions for open series; wakes the job runner when a study is queued."""
+
+    def __init__(self, db: Database, settings: SeriesCompletionSettings, wakeup: Wakeup | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._db = db
-        self._jobs = jobs
-        self._scheduler = scheduler
         self._settings = settings
-        self._on_study_queued = on_study_queued
+        self._wakeup = wakeup
         self._clock = clock
         self._lock = threading.Lock()
 
-    def instance_stored(self, header: InstanceHeader) -> None:
-        """Called by the listener after each new instance is durably stored."""
-        self.check_series(header.series_uid)
+    def recheck_at(self, received_at: float) -> float:
+        """When a series whose last image came at ``received_at`` is to be looked at again."""
+        return received_at + self._settings.quiet_period_s
+
+    def instance_stored(self, progress: SeriesProgress) -> None:
+        """After each new instance's commit: complete the series now if its count is in."""
+        decision = decide_completion(progress, progress.last_received_at, self._settings)
+        if decision.complete:
+            self.check_series(progress.series_uid)
 
     def resume_open_series(self) -> int:
-        """Re-arm every series still receiving (after a restart). Returns how many."""
-        rows = self._db.query("SELECT series_uid FROM series WHERE state = 'receiving'")
-        for row in rows:
-            self.check_series(row["series_uid"])
-        return len(rows)
+        """At start-up: decide for every open series now (its expected image count may have
+        been reached when the node stopped). Returns how many were open."""
+        with self._db.reading() as repos:
+            open_series = repos.images.open_series()
+        for series_uid in open_series:
+            self.check_series(series_uid)
+        return len(open_series)
+
+    def check_due(self) -> int:
+        """Decide again for every open series whose recheck time has come; how many."""
+        with self._db.reading() as repos:
+            due = repos.images.series_due(self._clock())
+        for series_uid in due:
+            self.check_series(series_uid)
+        return len(due)
 
     def check_series(self, series_uid: str) -> None:
-        """Take the completion decision now; complete it or re-arm the timer."""
-        with self._lock:
-            rows = self._db.query(
-                "SELECT study_uid, instance_count, expected_images, last_received_at, state"
-                " FROM series WHERE series_uid = ?",
-                (series_uid,),
-            )
-            if not rows or rows[0]["state"] != "receiving":
+        """Take the completion decision now; complete the series or set its next check."""
+        with self._lock, self._db.transaction() as repos:
+            progress = repos.images.progress(series_uid)
+            if progress is None:
                 return
-            row = rows[0]
-            decision = decide_completion(
-                SeriesProgress(row["instance_count"], row["expected_images"], row["last_received_at"]),
-                self._clock(),
-                self._settings,
-            )
+            now = self._clock()
+            decision = decide_completion(progress, now, self._settings)
             if not decision.complete:
                 assert decision.recheck_at is not None
-                self._scheduler.add_job(
-                    self.check_series,
-                    trigger="date",
-                    run_date=datetime.fromtimestamp(decision.recheck_at, tz=timezone.utc),
-                    args=[series_uid],
-                    id=f"series-complete:{series_uid}",
-                    replace_existing=True,
-                    misfire_grace_time=None,
-                )
+                repos.images.recheck_later(series_uid, decision.recheck_at)
                 return
-            self._complete(series_uid, row["study_uid"], decision.reason)
-
-    def _complete(self, series_uid: str, study_uid: str, reason: str) -> None:
-        # One transaction: a crash between marking the last series complete and queueing
-        # the study's analysis would leave a study that no restart analyses
-        # (resume_open_series only re-arms series still receiving).
-        with self._db.transaction() as conn:
-            conn.execute(
-                "UPDATE series SET state = 'complete', completed_at = ?, completion_reason = ?"
-                " WHERE series_uid = ?",
-                (self._clock(), reason, series_uid),
-            )
-            still_open = conn.execute(
-                "SELECT COUNT(*) FROM series WHERE study_uid = ? AND state = 'receiving'", (study_uid,)
-            ).fetchone()[0]
+            still_open = repos.images.complete_series(series_uid, decision.reason, now)
             if not still_open:
-                self._jobs.enqueue(ANALYSE_STUDY, study_uid, conn=conn)
-                conn.execute("UPDATE studies SET state = 'queued', updated_at = ? WHERE study_uid = ?",
-                             (self._clock(), study_uid))
-        handle = study_handle(study_uid)
-        log.info("series complete study=%s reason=%s", handle, reason)
+                repos.jobs.enqueue(JobKind.ANALYSE_STUDY, progress.study_uid, now, now)
+                repos.studies.record_event(progress.study_uid, StudyEvent.ALL_SERIES_COMPLETE, now)
+        handle = study_handle(progress.study_uid)
+        log.info("series complete study=%s reason=%s", handle, decision.reason)
         if still_open:
             log.info("study waiting study=%s open_series=%d", handle, still_open)
             return
         log.info("study queued for analysis study=%s", handle)
-        if self._on_study_queued is not None:
-            self._on_study_queued()
+        if self._wakeup is not None:
+            self._wakeup.notify()

@@ -6,12 +6,9 @@ from daemon.config import Settings
 from daemon.deliver.channel import DeliveryChannel, SingleItemChannel
 from daemon.deliver.dicom_sender import DicomStoreChannel
 from daemon.deliver.email_sender import EmailChannel
+from daemon.deliver.hl7_sender import Hl7MllpChannel
 from daemon.deliver.webhook_sender import WebhookChannel
-
-DICOM_CHANNEL = "dicom"
-HL7_CHANNEL = "hl7"
-WEBHOOK_CHANNEL = "webhook"
-EMAIL_CHANNEL = "email"
+from domain.delivery import Channel
 
 
 def build_channels(settings: Settings) -> dict[str, DeliveryChannel | SingleItemChannel]:
@@ -21,12 +18,10 @@ def build_channels(settings: Settings) -> dict[str, DeliveryChannel | SingleItem
     configuration mistake is visible rather than retried for ever.
     """
     channels: dict[str, DeliveryChannel | SingleItemChannel] = {
-        DICOM_CHANNEL: DicomStoreChannel(settings.destinations),
-        WEBHOOK_CHANNEL: WebhookChannel(settings.alerts.webhooks),
-        EMAIL_CHANNEL: EmailChannel(settings.alerts.email),
+        Channel.DICOM.value: DicomStoreChannel(settings.destinations),
+        Channel.WEBHOOK.value: WebhookChannel(settings.alerts.webhooks),
+        Channel.EMAIL.value: EmailChannel(settings.alerts.email),
     }
     if settings.hl7.enabled and settings.hl7.outbound_host:
-        from daemon.deliver.hl7_sender import Hl7MllpChannel
-
-        channels[HL7_CHANNEL] = Hl7MllpChannel.from_settings(settings.hl7)
+        channels[Channel.HL7.value] = Hl7MllpChannel.from_settings(settings.hl7)
     return channels

@@ -22,6 +22,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from daemon.config import DicomDestination, Settings
 from daemon.deliver.channel import Outcome, OutcomeCallback
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 DELIVERED_STATUSES = frozenset({0x0000, 0x0001, 0xB000, 0xB006, 0xB007,
                                 0x0111})  # 0x0111: duplicate SOP Instance, already held
 PERMANENT_STATUSES = frozenset({0x0105, 0x0106, 0x0117, 0x0118, 0x0119, 0x0120, 0x0121, 0x0122, 0x0124})
-VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 MAX_CONTEXTS = 128  # PS3.8: at most 128 presentation contexts per association
 
 
@@ -148,7 +148,7 @@ def echo_destination(settings: Settings, name: str) -> bool:
     if not matches:
         raise KeyError(f"no destination named {name!r}")
     ae = _application_entity(matches[0])
-    ae.add_requested_context(VERIFICATION_SOP_CLASS)
+    ae.add_requested_context(Verification)
     assoc = ae.associate(matches[0].host, matches[0].port, ae_title=matches[0].ae_title)
     if not assoc.is_established:
         return False

@@ -21,9 +21,6 @@ from domain.errors import DeliveryError, PermanentDeliveryError
 
 log = logging.getLogger(__name__)
 
-EMAIL_DESTINATION = "email"  # the one destination name of this channel
-
-
 class EmailChannel:
     """``send(destination, path)`` channel for ``[alerts.email]``."""
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from daemon.config import Hl7Settings
+from daemon.tls import client_context
+from domain.delivery import HL7_DESTINATION
 from domain.errors import DeliveryError, PermanentDeliveryError
 
 log = logging.getLogger(__name__)
@@ -22,18 +24,6 @@ log = logging.getLogger(__name__)
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
 MAX_ACK_BYTES = 1024 * 1024
-
-
-def client_ssl_context(settings: Hl7Settings) -> ssl.SSLContext | None:
-    """TLS for the outbound connection when ``outbound_tls_ca`` is set (client cert optional)."""
-    if settings.outbound_tls_ca is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.outbound_tls_ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if settings.outbound_tls_cert is not None:
-        context.load_cert_chain(str(settings.outbound_tls_cert),
-                                str(settings.outbound_tls_key) if settings.outbound_tls_key else None)
-    return context
 
 
 def _msh_field(message: bytes, n: int) -> str:
@@ -73,10 +63,11 @@ class Hl7MllpChannel:
         self._ssl_context = ssl_context
 
     @classmethod
-    def from_settings(cls, settings: Hl7Settings, destination: str = "ehr") -> Hl7MllpChannel:
+    def from_settings(cls, settings: Hl7Settings, destination: str = HL7_DESTINATION) -> Hl7MllpChannel:
         """The channel for ``[hl7] outbound_host/outbound_port`` under the name ``destination``."""
         endpoints = {destination: (settings.outbound_host, settings.outbound_port)} if settings.outbound_host else {}
-        return cls(endpoints, settings.outbound_timeout_s, client_ssl_context(settings))
+        return cls(endpoints, settings.outbound_timeout_s,
+                   client_context(settings.outbound_tls_ca, settings.outbound_tls_cert, settings.outbound_tls_key))
 
     def send(self, destination: str, path: Path) -> None:
         """Send the message stored at ``path`` and check its ACK.

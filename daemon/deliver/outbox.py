@@ -24,12 +24,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from sqlite3 import Connection
 
+from daemon.audit_log import AuditLog
 from daemon.config import OutboxSettings
 from daemon.deliver.channel import DeliveryChannel, SingleItemChannel, as_batch_channel
 from daemon.state.database import Database
+from domain.delivery import Delivery, DeliveryRequest, DeliveryState
 from domain.errors import DeliveryError, PermanentDeliveryError
 
 log = logging.getLogger(__name__)
@@ -38,24 +38,6 @@ log = logging.getLogger(__name__)
 # back are not hit by every node (or every item) at the same instant.
 JITTER = 0.2
 MAX_ERROR_CHARS = 500
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    """One row of the outbox as the CLI and tests see it."""
-
-    id: int
-    channel: str
-    destination: str
-    item_key: str
-    path: Path
-    study_uid: str | None
-    state: str
-    attempts: int
-    next_attempt_at: float
-    last_error: str | None
-    created_at: float
-    delivered_at: float | None
 
 
 @dataclass
@@ -72,7 +54,7 @@ class DeliveryPassResult:
 
 
 class Outbox:
-    """Durable queue of deliveries over the ``outbox`` table.
+    """Sends what the ``outbox`` table holds, and records each outcome.
 
     Parameters
     ----------
@@ -83,6 +65,8 @@ class Outbox:
     channels
         Channel name (``dicom``, ``hl7``, ``webhook``, ``email``) -> channel; a channel
         with only ``send(destination, path)`` is wrapped with ``as_batch_channel``.
+    audit
+        Where each delivery is recorded (who received what).
     clock
         Seconds since the epoch; injected by tests.
     rng
@@ -90,34 +74,24 @@ class Outbox:
     """
 
     def __init__(self, db: Database, settings: OutboxSettings,
-                 channels: Mapping[str, DeliveryChannel | SingleItemChannel],
+                 channels: Mapping[str, DeliveryChannel | SingleItemChannel], audit: AuditLog | None = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
         self._db = db
         self._settings = settings
         self._channels = {name: as_batch_channel(channel) for name, channel in channels.items()}
+        self._audit = audit
         self._clock = clock
         self._rng = rng or random.Random()
         # Passes are exclusive so a manual pass and the scheduled one never send an item twice.
         self._pass_lock = threading.Lock()
 
     # Queueing -------------------------------------------------------------------------
-    def enqueue(self, channel: str, destination: str, item_key: str, path: Path,
-                study_uid: str | None = None, *, conn: Connection | None = None) -> bool:
-        """Queue ``path`` for ``destination``; False when this item was queued before.
-
-        ``conn`` lets a caller enqueue inside its own open transaction (e.g. together
-        with the row that says an alert was raised).
-        """
-        params = (channel, destination, item_key, str(path), study_uid, self._clock(), self._clock())
-        sql = ("INSERT OR IGNORE INTO outbox(channel, destination, item_key, path, study_uid,"
-               " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
-        if conn is not None:
-            added = conn.execute(sql, params).rowcount == 1
-        else:
-            with self._db.transaction() as own:
-                added = own.execute(sql, params).rowcount == 1
+    def enqueue(self, request: DeliveryRequest) -> bool:
+        """Queue one item in a transaction of its own; False when it was queued before."""
+        with self._db.transaction() as repos:
+            added = repos.outbox.enqueue(request, self._clock())
         if added:
-            log.info("delivery queued channel=%s destination=%s", channel, destination)
+            log.info("delivery queued channel=%s destination=%s", request.channel.value, request.destination)
         return added
 
     # Delivering -----------------------------------------------------------------------
@@ -125,14 +99,11 @@ class Outbox:
         """Send every pending item whose time has come (at most ``limit``), once each."""
         result = DeliveryPassResult()
         with self._pass_lock:
-            rows = self._db.query(
-                "SELECT id, channel, destination, path, attempts FROM outbox"
-                " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id"
-                + (" LIMIT ?" if limit is not None else ""),
-                (self._clock(), limit) if limit is not None else (self._clock(),))
-            groups: dict[tuple[str, str], list] = {}
-            for row in rows:
-                groups.setdefault((row["channel"], row["destination"]), []).append(row)
+            with self._db.reading() as repos:
+                due = repos.outbox.due(self._clock(), limit)
+            groups: dict[tuple[str, str], list[Delivery]] = {}
+            for item in due:
+                groups.setdefault((item.channel, item.destination), []).append(item)
             for (channel_name, destination), items in groups.items():
                 self._deliver_group(channel_name, destination, items, result)
         if result.attempted:
@@ -140,7 +111,7 @@ class Outbox:
                      len(result.retrying), len(result.dead))
         return result
 
-    def _deliver_group(self, channel_name: str, destination: str, items: list,
+    def _deliver_group(self, channel_name: str, destination: str, items: list[Delivery],
                        result: DeliveryPassResult) -> None:
         channel = self._channels.get(channel_name)
         if channel is None:
@@ -149,14 +120,12 @@ class Outbox:
             return
         sendable = []
         for item in items:
-            if Path(item["path"]).is_file():
+            if item.path.is_file():
                 sendable.append(item)
             else:
-                self._record(item, PermanentDeliveryError(f"file to send is missing: {Path(item['path']).name}"),
-                             result)
+                self._record(item, PermanentDeliveryError(f"file to send is missing: {item.path.name}"), result)
         if not sendable:
             return
-        paths = [Path(item["path"]) for item in sendable]
         recorded: set[int] = set()
 
         def record_now(index: int, outcome: DeliveryError | None) -> None:
@@ -167,7 +136,8 @@ class Outbox:
 
         started = time.monotonic()
         try:
-            outcomes: Sequence[DeliveryError | None] = channel.send_batch(destination, paths, record_now)
+            outcomes: Sequence[DeliveryError | None] = channel.send_batch(
+                destination, [item.path for item in sendable], record_now)
         except DeliveryError as exc:  # nothing in the batch went out
             outcomes = [exc] * len(sendable)
         if len(outcomes) != len(sendable):
@@ -178,33 +148,34 @@ class Outbox:
             if index not in recorded:
                 self._record(item, outcome, result)
 
-    def _record(self, item, outcome: DeliveryError | None, result: DeliveryPassResult) -> None:  # type: ignore[no-untyped-def]
+    def _record(self, item: Delivery, outcome: DeliveryError | None, result: DeliveryPassResult) -> None:
         now = self._clock()
-        item_id = int(item["id"])
-        with self._db.transaction() as conn:
+        attempts = item.attempts + 1
+        reason = "" if outcome is None else f"{type(outcome).__name__}: {outcome}"[:MAX_ERROR_CHARS]
+        permanent = isinstance(outcome, PermanentDeliveryError)
+        with self._db.transaction() as repos:
             if outcome is None:
-                conn.execute("UPDATE outbox SET state = 'delivered', attempts = attempts + 1,"
-                             " delivered_at = ?, last_error = NULL WHERE id = ?", (now, item_id))
-                result.delivered.append(item_id)
-                return
-            attempts = int(item["attempts"]) + 1
-            reason = f"{type(outcome).__name__}: {outcome}"[:MAX_ERROR_CHARS]
-            permanent = isinstance(outcome, PermanentDeliveryError)
-            if permanent or attempts >= self._settings.max_attempts:
-                conn.execute("UPDATE outbox SET state = 'dead', attempts = ?, last_error = ? WHERE id = ?",
-                             (attempts, reason, item_id))
-                result.dead.append(item_id)
+                repos.outbox.mark_delivered(item.id, now)
+            elif permanent or attempts >= self._settings.max_attempts:
+                repos.outbox.mark_dead(item.id, attempts, reason)
             else:
-                next_at = now + self.retry_delay(attempts)
-                conn.execute("UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ?"
-                             " WHERE id = ?", (attempts, next_at, reason, item_id))
-                result.retrying.append(item_id)
-        if item_id in result.dead:
+                repos.outbox.mark_retry(item.id, attempts, reason, now + self.retry_delay(attempts))
+        if outcome is None:
+            result.delivered.append(item.id)
+            if self._audit is not None:
+                self._audit.record("delivered", channel=item.channel, destination=item.destination,
+                                   item_key=item.item_key, study_uid=item.study_uid, attempts=attempts)
+        elif permanent or attempts >= self._settings.max_attempts:
+            result.dead.append(item.id)
             log.error("delivery dead-lettered id=%d channel=%s destination=%s attempts=%d permanent=%s"
-                      " reason=%r", item_id, item["channel"], item["destination"], attempts, permanent, reason)
+                      " reason=%r", item.id, item.channel, item.destination, attempts, permanent, reason)
+            if self._audit is not None:
+                self._audit.record("delivery-failed", channel=item.channel, destination=item.destination,
+                                   item_key=item.item_key, study_uid=item.study_uid, reason=reason)
         else:
+            result.retrying.append(item.id)
             log.warning("delivery failed id=%d channel=%s destination=%s attempts=%d reason=%r",
-                        item_id, item["channel"], item["destination"], attempts, reason)
+                        item.id, item.channel, item.destination, attempts, reason)
 
     def retry_delay(self, attempts: int) -> float:
         """Seconds to wait after the ``attempts``-th failure: exponential, jittered, capped."""
@@ -213,37 +184,31 @@ class Outbox:
         return base * (1.0 - JITTER * self._rng.random())
 
     # Inspecting and repairing ----------------------------------------------------------
-    def dead_letters(self) -> list[OutboxItem]:
-        """Items that permanently failed, oldest first, with the reason."""
-        return self.items(state="dead")
-
-    def items(self, state: str | None = None) -> list[OutboxItem]:
+    def items(self, state: DeliveryState | None = None) -> list[Delivery]:
         """Every item (or those in ``state``), by id."""
-        rows = self._db.query("SELECT * FROM outbox" + (" WHERE state = ?" if state else "") + " ORDER BY id",
-                              (state,) if state else ())
-        return [OutboxItem(row["id"], row["channel"], row["destination"], row["item_key"], Path(row["path"]),
-                           row["study_uid"], row["state"], row["attempts"], row["next_attempt_at"],
-                           row["last_error"], row["created_at"], row["delivered_at"]) for row in rows]
+        with self._db.reading() as repos:
+            return repos.outbox.items(state)
+
+    def dead_letters(self) -> list[Delivery]:
+        """Items that permanently failed, oldest first, with the reason."""
+        return self.items(DeliveryState.DEAD)
 
     def retry_dead(self, ids: Sequence[int] | None = None) -> int:
         """Queue dead items (all, or those ``ids``) again, due now; returns how many."""
-        now = self._clock()
-        with self._db.transaction() as conn:
-            if ids is None:
-                count = conn.execute("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?"
-                                     " WHERE state = 'dead'", (now,)).rowcount
-            else:
-                marks = ",".join("?" for _ in ids)
-                count = conn.execute("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?"
-                                     f" WHERE state = 'dead' AND id IN ({marks})", (now, *ids)).rowcount
-        log.info("dead letters queued again count=%d", count)
-        return count
-
-    def pending_count(self) -> int:
-        """Items not yet delivered nor dead."""
-        return int(self._db.query("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")[0]["n"])
+        return retry_dead_letters(self._db, self._clock(), ids)
 
     def counts_by_state(self) -> dict[str, int]:
         """``{"pending": n, "delivered": n, "dead": n}`` (states with no item are absent)."""
-        rows = self._db.query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
-        return {row["state"]: int(row["n"]) for row in rows}
+        with self._db.reading() as repos:
+            return repos.outbox.counts_by_state()
+
+
+def retry_dead_letters(db: Database, now: float, ids: Sequence[int] | None = None) -> int:
+    """Queue dead items (all, or those ``ids``) again, due at ``now``; returns how many.
+
+    The one way dead letters are retried: the node, ``hemex retry-dead`` and the console.
+    """
+    with db.transaction() as repos:
+        count = repos.outbox.retry_dead(now, ids)
+    log.info("dead letters queued again count=%d", count)
+    return count

@@ -7,18 +7,17 @@ happens later, elsewhere (STYLE.md practice 1).
 from __future__ import annotations
 
 import logging
-import ssl
 import struct
+from dataclasses import dataclass
 from functools import partial
+from io import BytesIO
 
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException
 from pydicom.uid import (
     JPEG2000,
     UID,
-    CTImageStorage,
     DeflatedExplicitVRLittleEndian,
-    EnhancedCTImageStorage,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -29,18 +28,22 @@ from pydicom.uid import (
     JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
-    LegacyConvertedEnhancedCTImageStorage,
     RLELossless,
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.dsutils import create_file_meta, decode, encode_file_meta
 from pynetdicom.events import Event
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from daemon.audit_log import audit
+from daemon.audit_log import AuditLog
 from daemon.config import DicomListenerSettings
-from daemon.receive.instance_store import InstanceHeader, InstanceStore
-from domain.errors import ConfigurationError, InvalidInputError, StorageFullError
+from daemon.receive.instance_header import read_instance_header
+from daemon.receive.instance_store import InstanceStore
+from daemon.tls import server_context
+from domain.errors import InvalidInputError, StorageFullError
 from domain.handles import study_handle
+from domain.study import CT_STORAGE_SOP_CLASSES, ReceivedInstance
 
 log = logging.getLogger(__name__)
 
@@ -65,72 +68,112 @@ ACCEPTED_TRANSFER_SYNTAXES = [
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
 ]
-ACCEPTED_SOP_CLASSES = (CTImageStorage, EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage)
-VERIFICATION_SOP_CLASS = UID("1.2.840.10008.1.1")
-# What pydicom raises on damaged bytes when an element is first read. NotImplementedError
-# (unknown VR), struct.error (short numeric value) and BytesLengthException (odd length)
-# were found by bench/fuzz_parsers.py; uncaught they became pynetdicom's 0xC211 with a
-# traceback in the log instead of our 0xC000 with a reason.
-_DECODE_ERRORS: tuple[type[Exception], ...] = (
+# What pydicom raises on damaged bytes while it decodes a received dataset (found by
+# bench/fuzz_parsers.py). They are caught around that one call only (``_decoded``): the
+# node's own code after it raises InvalidInputError or nothing, and anything else is a
+# bug that pynetdicom logs with its traceback (status 0xC211), not a refusal.
+_PYDICOM_DECODE_ERRORS: tuple[type[Exception], ...] = (
     ValueError, TypeError, KeyError, EOFError, OSError, AttributeError,
     NotImplementedError, struct.error, BytesLengthException,
 )
 
 
-def handle_store(event: Event, store: InstanceStore, settings: DicomListenerSettings) -> int:
-    """EVT_C_STORE: spool the instance durably, then return its status.
+@dataclass(frozen=True)
+class ReceivedObject:
+    """One C-STORE request's data set as it arrived, with who sent it."""
+
+    dataset_bytes: bytes  # encoded in ``transfer_syntax``, no file meta
+    transfer_syntax: str
+    affected_sop_class: str
+    calling_ae: str
+    peer: str
+
+
+def handle_store(event: Event, store: InstanceStore, settings: DicomListenerSettings, audit: AuditLog) -> int:
+    """EVT_C_STORE: spool the instance durably, then return its status (``receive_instance``)."""
+    requestor = event.assoc.requestor
+    received = ReceivedObject(
+        dataset_bytes=event.request.DataSet.getvalue(),  # type: ignore[union-attr]
+        transfer_syntax=str(event.context.transfer_syntax),
+        affected_sop_class=str(event.request.AffectedSOPClassUID),
+        calling_ae=requestor.ae_title, peer=f"{requestor.address}:{requestor.port}")
+    return receive_instance(received, store, settings, audit)
+
+
+def receive_instance(received: ReceivedObject, store: InstanceStore, settings: DicomListenerSettings,
+                     audit: AuditLog) -> int:
+    """Check one received object, spool it durably and record it; its C-STORE status.
 
     Returns 0x0000 once the file is on disk and recorded (also for a duplicate),
-    0xA700 when the disk is full, 0xA900 when the dataset is not a CT image, and
-    0xC000 when it cannot be decoded or lacks its identifying UIDs.
+    0xA700 when the object is larger than ``max_instance_bytes`` or the disk is full,
+    0xA900 when the dataset is not a CT image of the SOP class it was sent as, and
+    0xC000 when it cannot be decoded or lacks its identifying UIDs. The file written is
+    the bytes as sent behind a file meta header, never a re-encoding.
     """
-    calling_ae = event.assoc.requestor.ae_title
+    calling_ae = received.calling_ae
+    if len(received.dataset_bytes) > settings.max_instance_bytes:
+        log.warning("c-store rejected calling_ae=%s reason=object too large bytes=%d status=0xA700", calling_ae,
+                    len(received.dataset_bytes))
+        return STATUS_OUT_OF_RESOURCES
     try:
-        ds = event.dataset
-        ds.file_meta = event.file_meta
-        header = InstanceHeader.from_dataset(ds)
-        _check_native_pixel_length(ds)
+        ds = _decoded(received)
+        header = read_instance_header(ds)
+        _check_native_pixel_length(ds, UID(received.transfer_syntax))
     except InvalidInputError as exc:
         log.warning("c-store rejected calling_ae=%s reason=%s status=0xC000", calling_ae, exc)
         return STATUS_CANNOT_UNDERSTAND
-    except (*_DECODE_ERRORS,) as exc:
-        log.warning("c-store undecodable calling_ae=%s error=%s status=0xC000", calling_ae, type(exc).__name__)
-        return STATUS_CANNOT_UNDERSTAND
-    if header.sop_class_uid != event.request.AffectedSOPClassUID or header.modality != "CT":
+    if header.sop_class_uid != received.affected_sop_class or header.modality != "CT":
         log.warning(
             "c-store rejected study=%s calling_ae=%s reason=not a CT image (modality=%s) status=0xA900",
             study_handle(header.study_uid), calling_ae, header.modality or "-",
         )
         return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
-    encoded = event.encoded_dataset(include_meta=True)
-    if len(encoded) > settings.max_instance_bytes:
-        log.warning("c-store rejected study=%s reason=object too large bytes=%d status=0xA700",
-                    study_handle(header.study_uid), len(encoded))
-        return STATUS_OUT_OF_RESOURCES
     try:
-        outcome = store.store(header, encoded, calling_ae)
+        outcome = store.store(header, _part10(received, header), calling_ae)
     except StorageFullError as exc:
         log.error("c-store refused study=%s reason=%s status=0xA700", study_handle(header.study_uid), exc)
         return STATUS_OUT_OF_RESOURCES
-    audit(
-        "dicom-received",
-        calling_ae=calling_ae,
-        peer=f"{event.assoc.requestor.address}:{event.assoc.requestor.port}",
-        study_uid=header.study_uid,
-        series_uid=header.series_uid,
-        sop_instance_uid=header.sop_instance_uid,
-        duplicate=outcome.duplicate,
-    )
+    audit.record("dicom-received", calling_ae=calling_ae, peer=received.peer, study_uid=header.study_uid,
+                 series_uid=header.series_uid, sop_instance_uid=header.sop_instance_uid,
+                 duplicate=outcome.duplicate)
     return STATUS_SUCCESS
 
 
-def _check_native_pixel_length(ds: Dataset) -> None:
+def _decoded(received: ReceivedObject) -> Dataset:
+    """The received dataset with every element read (pydicom reads lazily).
+
+    Raises
+    ------
+    InvalidInputError
+        pydicom could not decode the bytes; the message names the error type only (the
+        bytes may hold PHI).
+    """
+    syntax = UID(received.transfer_syntax)
+    try:
+        ds = decode(BytesIO(received.dataset_bytes), syntax.is_implicit_VR, syntax.is_little_endian,
+                    syntax.is_deflated)
+        for element in ds.iterall():
+            element.value  # noqa: B018 - reading the value is the check
+    except _PYDICOM_DECODE_ERRORS as exc:
+        raise InvalidInputError(f"undecodable dataset ({type(exc).__name__})") from exc
+    return ds
+
+
+def _part10(received: ReceivedObject, header: ReceivedInstance) -> bytes:
+    """The DICOM file of the object: preamble, file meta, then the data set as sent."""
+    meta = create_file_meta(sop_class_uid=UID(header.sop_class_uid), sop_instance_uid=UID(header.sop_instance_uid),
+                            transfer_syntax=UID(received.transfer_syntax))
+    meta.SourceApplicationEntityTitle = received.calling_ae
+    return b"\0" * 128 + b"DICM" + encode_file_meta(meta) + received.dataset_bytes
+
+
+def _check_native_pixel_length(ds: Dataset, transfer_syntax: UID) -> None:
     """InvalidInputError when uncompressed Pixel Data is shorter than its geometry says.
 
     A dataset cut inside its Pixel Data element decodes without error (the short value is
     taken as is), so without this a truncated transfer would be spooled and acknowledged.
     """
-    if "PixelData" not in ds or ds.file_meta.TransferSyntaxUID.is_compressed:
+    if "PixelData" not in ds or transfer_syntax.is_compressed:
         return
     try:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -162,45 +205,23 @@ def build_application_entity(settings: DicomListenerSettings) -> AE:
     ae.maximum_pdu_size = settings.maximum_pdu_size
     ae.require_calling_aet = list(settings.allowed_calling_ae_titles)
     ae.maximum_associations = 16
-    for sop_class in ACCEPTED_SOP_CLASSES:
+    for sop_class in sorted(CT_STORAGE_SOP_CLASSES):
         ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)
-    ae.add_supported_context(VERIFICATION_SOP_CLASS, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     return ae
 
 
-def server_ssl_context(settings: DicomListenerSettings) -> ssl.SSLContext | None:
-    """The listener's TLS context, or None when ``tls_cert`` is not configured.
-
-    Raises
-    ------
-    ConfigurationError
-        A certificate without its key, or a client CA without a certificate.
-    """
-    if settings.tls_cert is None:
-        if settings.tls_client_ca is not None or settings.tls_key is not None:
-            raise ConfigurationError("dicom.tls_key/tls_client_ca need dicom.tls_cert")
-        return None
-    if settings.tls_key is None:
-        raise ConfigurationError("dicom.tls_cert needs dicom.tls_key")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    if settings.tls_client_ca is not None:
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cafile=settings.tls_client_ca)
-    return context
-
-
-def start_listener(settings: DicomListenerSettings, store: InstanceStore) -> ThreadedAssociationServer:
+def start_listener(settings: DicomListenerSettings, store: InstanceStore,
+                   audit: AuditLog) -> ThreadedAssociationServer:
     """Start the SCP in background threads; returns the server (``.shutdown()`` stops it)."""
     ae = build_application_entity(settings)
     handlers: list[evt.EventHandlerType] = [
-        (evt.EVT_C_STORE, partial(handle_store, store=store, settings=settings)),
+        (evt.EVT_C_STORE, partial(handle_store, store=store, settings=settings, audit=audit)),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_ACCEPTED, _log_association),
         (evt.EVT_REJECTED, _log_association),
     ]
-    context = server_ssl_context(settings)
+    context = server_context("dicom", settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers,
                              ssl_context=context)
     assert server is not None  # block=False always returns the server

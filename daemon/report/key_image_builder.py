@@ -20,7 +20,7 @@ from daemon.report.sr_builder import device_observer
 from daemon.report.uids import derived_uid, new_uid
 from domain.analysis import StudyAnalysis
 from domain.errors import ReportBuildError
-from domain.imaging import CTVolume, HematomaMask
+from domain.imaging import HematomaMask, VolumeGeometry
 
 
 def key_image_series_uid(settings: ReportSettings, study_uid: str) -> str:
@@ -34,7 +34,7 @@ def largest_area_slice(mask: HematomaMask) -> int | None:
     return int(np.argmax(areas)) if areas.any() else None
 
 
-def build_key_images(analysis: StudyAnalysis, source_images: Sequence[Dataset], volume: CTVolume,
+def build_key_images(analysis: StudyAnalysis, source_images: Sequence[Dataset], volume: VolumeGeometry,
                      mask: HematomaMask, settings: ReportSettings) -> hd.ko.KeyObjectSelectionDocument | None:
     """The KOS of ``analysis``, or None when no hematoma was found (nothing to point at).
 

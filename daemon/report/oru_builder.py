@@ -17,8 +17,8 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.exceptions import HL7apyException
 
-from daemon.clinical.hl7_ack import escape
 from daemon.config import Hl7Settings
+from daemon.hl7_escape import escape
 from domain.analysis import StudyAnalysis
 from domain.errors import ReportBuildError
 

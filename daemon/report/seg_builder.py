@@ -20,7 +20,7 @@ from daemon.config import ReportSettings
 from daemon.report import codes
 from daemon.report.uids import derived_uid, new_uid, seg_series_uid
 from domain.errors import ReportBuildError
-from domain.imaging import CTVolume, HematomaMask
+from domain.imaging import HematomaMask, VolumeGeometry
 
 SEGMENT_NUMBER = 1
 SEGMENT_LABEL = "Intraparenchymal hemorrhage"
@@ -31,7 +31,7 @@ def algorithm_family(mask: HematomaMask) -> Code:
     return codes.FAMILY_ARTIFICIAL_INTELLIGENCE if mask.learned else codes.FAMILY_MORPHOLOGICAL_OPERATIONS
 
 
-def order_source_images(source_images: Sequence[Dataset], volume: CTVolume) -> list[Dataset]:
+def order_source_images(source_images: Sequence[Dataset], volume: VolumeGeometry) -> list[Dataset]:
     """The source images in the volume's slice order (``volume.sop_instance_uids``).
 
     Images outside the volume are ignored; header-only datasets (no Pixel Data) suffice.
@@ -49,7 +49,7 @@ def order_source_images(source_images: Sequence[Dataset], volume: CTVolume) -> l
             " source image; the SEG frames cannot be aligned"
         )
     ordered = [by_uid[uid] for uid in volume.sop_instance_uids]
-    rows, columns = volume.hu.shape[1:]
+    rows, columns = volume.shape[1:]
     for ds in ordered:
         if (int(ds.Rows), int(ds.Columns)) != (rows, columns):
             raise ReportBuildError(
@@ -62,7 +62,7 @@ def order_source_images(source_images: Sequence[Dataset], volume: CTVolume) -> l
 
 def build_segmentation(
     source_images: Sequence[Dataset],
-    volume: CTVolume,
+    volume: VolumeGeometry,
     mask: HematomaMask,
     settings: ReportSettings,
     software_version: str,
@@ -74,7 +74,7 @@ def build_segmentation(
     source_images:
         The CT images of the series, any order; header-only datasets are enough.
     volume:
-        The volume the mask was computed on; its ``sop_instance_uids`` fix the frame order.
+        The geometry of the volume the mask was computed on; its ``sop_instance_uids`` fix the frame order.
     mask:
         The hematoma mask (boolean, the volume's shape); its method name and version go
         into the segment's Algorithm Identification.
@@ -94,10 +94,8 @@ def build_segmentation(
         When the mask does not fit the volume, source images are missing, or highdicom
         refuses to build the object (the message says why).
     """
-    if mask.mask.shape != volume.hu.shape:
-        raise ReportBuildError(
-            f"mask shape {mask.mask.shape} differs from volume shape {volume.hu.shape}"
-        )
+    if mask.mask.shape != volume.shape:
+        raise ReportBuildError(f"mask shape {mask.mask.shape} differs from volume shape {volume.shape}")
     sources, pixel_array = _sources_and_frames(source_images, volume, mask)
     description = hd.seg.SegmentDescription(
         segment_number=SEGMENT_NUMBER,
@@ -139,7 +137,7 @@ def build_segmentation(
         raise ReportBuildError(f"highdicom refused the SEG: {exc}") from exc
 
 
-def _sources_and_frames(source_images: Sequence[Dataset], volume: CTVolume,
+def _sources_and_frames(source_images: Sequence[Dataset], volume: VolumeGeometry,
                         mask: HematomaMask) -> tuple[list[Dataset], np.ndarray]:
     """The SEG's source images and its frames in their order.
 

@@ -1,214 +1,101 @@
-"""The embedded SQLite database that holds the node's durable state.
+"""The node database: one engine, transactions that hand out repositories, migrations.
 
-One file in the data directory, WAL journal, ``synchronous=FULL`` so that a committed
-transaction survives power loss: the listener acknowledges only after its commit.
-Each thread gets its own connection (sqlite3 connections are not shared across threads).
+SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL``, so a committed
+transaction survives power loss and the listener may acknowledge after its commit. Write
+transactions start with ``BEGIN IMMEDIATE`` (they take the write lock at once instead of
+failing to upgrade a read lock later); read transactions are plain deferred snapshots.
+Every query lives in a repository (``Repositories``); nothing else sees SQL or rows.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event
+
+from daemon.state.repositories import Repositories
 from domain.durable_files import ensure_private_dir
 
-SCHEMA_VERSION = 2
-
-# One statement list; each stage owns the tables named after it.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS studies (
-    study_uid        TEXT PRIMARY KEY,
-    handle           TEXT NOT NULL UNIQUE,       -- non-PHI name used in logs
-    patient_id       TEXT,
-    issuer_of_patient_id TEXT,
-    accession_number TEXT,
-    study_datetime   TEXT,
-    state            TEXT NOT NULL DEFAULT 'receiving',  -- receiving|queued|analysed|no_series|failed
-    created_at       REAL NOT NULL,
-    updated_at       REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS series (
-    series_uid       TEXT PRIMARY KEY,
-    study_uid        TEXT NOT NULL REFERENCES studies(study_uid),
-    modality         TEXT,
-    description      TEXT,
-    expected_images  INTEGER,
-    instance_count   INTEGER NOT NULL DEFAULT 0,
-    first_received_at REAL NOT NULL,
-    last_received_at REAL NOT NULL,
-    state            TEXT NOT NULL DEFAULT 'receiving',  -- receiving|complete
-    completed_at     REAL,
-    completion_reason TEXT
-);
-CREATE INDEX IF NOT EXISTS series_by_study ON series(study_uid);
-CREATE TABLE IF NOT EXISTS instances (
-    sop_instance_uid TEXT PRIMARY KEY,
-    sop_class_uid    TEXT NOT NULL,
-    series_uid       TEXT NOT NULL REFERENCES series(series_uid),
-    study_uid        TEXT NOT NULL,
-    path             TEXT NOT NULL,
-    size_bytes       INTEGER NOT NULL,
-    calling_ae_title TEXT NOT NULL,
-    received_at      REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS instances_by_series ON instances(series_uid);
-CREATE TABLE IF NOT EXISTS jobs (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind             TEXT NOT NULL,
-    key              TEXT NOT NULL,
-    state            TEXT NOT NULL DEFAULT 'pending',  -- pending|running|done|failed
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    run_after        REAL NOT NULL,
-    last_error       TEXT,
-    created_at       REAL NOT NULL,
-    updated_at       REAL NOT NULL,
-    UNIQUE(kind, key)
-);
-CREATE TABLE IF NOT EXISTS results (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    study_uid        TEXT NOT NULL,
-    status           TEXT NOT NULL,              -- PARTIAL (preliminary) | COMPLETE (final)
-    sr_sop_uid       TEXT NOT NULL,
-    seg_sop_uid      TEXT,
-    sr_path          TEXT NOT NULL,
-    seg_path         TEXT,
-    risk_category    TEXT,
-    summary_json     TEXT NOT NULL,
-    input_key        TEXT,                       -- job kind + digest of the images it was made from
-    created_at       REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS results_by_study ON results(study_uid);
-CREATE TABLE IF NOT EXISTS outbox (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    channel          TEXT NOT NULL,              -- dicom|hl7|webhook|email
-    destination      TEXT NOT NULL,              -- configured destination name
-    item_key         TEXT NOT NULL,              -- SOP Instance UID, message id, alert key
-    path             TEXT NOT NULL,              -- file holding what is sent
-    study_uid        TEXT,
-    state            TEXT NOT NULL DEFAULT 'pending',  -- pending|delivered|dead
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at  REAL NOT NULL,
-    last_error       TEXT,
-    created_at       REAL NOT NULL,
-    delivered_at     REAL,
-    UNIQUE(channel, destination, item_key)
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
-CREATE TABLE IF NOT EXISTS alerts (
-    study_uid        TEXT NOT NULL,
-    alert_key        TEXT NOT NULL,              -- e.g. rule + risk category; sent once
-    created_at       REAL NOT NULL,
-    PRIMARY KEY(study_uid, alert_key)
-);
--- HL7 intake (daemon/clinical): each accepted message once per (sender, control id).
-CREATE TABLE IF NOT EXISTS hl7_messages (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    sender           TEXT NOT NULL,              -- MSH-3 ^ MSH-4
-    control_id       TEXT NOT NULL,              -- MSH-10
-    message_type     TEXT NOT NULL,              -- e.g. ORU^R01
-    version          TEXT NOT NULL,
-    path             TEXT NOT NULL,
-    size_bytes       INTEGER NOT NULL,
-    received_at      REAL NOT NULL,
-    processed_at     REAL,                       -- NULL until applied to the clinical tables
-    process_error    TEXT,
-    UNIQUE(sender, control_id)
-);
-CREATE TABLE IF NOT EXISTS clinical_patients (
-    patient_key      INTEGER PRIMARY KEY AUTOINCREMENT,
-    birth_date       TEXT,                       -- ISO date from PID-7
-    sex              TEXT,                       -- M|F|O from PID-8
-    merged_into      INTEGER REFERENCES clinical_patients(patient_key),
-    updated_at       REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS clinical_patient_ids (
-    patient_id       TEXT NOT NULL,              -- PID-3.1 (or MRG-1.1 of a merge)
-    issuer           TEXT NOT NULL DEFAULT '',   -- assigning authority namespace (CX-4.1)
-    issuer_universal TEXT NOT NULL DEFAULT '',   -- assigning authority universal id (CX-4.2)
-    patient_key      INTEGER NOT NULL REFERENCES clinical_patients(patient_key),
-    PRIMARY KEY(patient_id, issuer)
-);
-CREATE TABLE IF NOT EXISTS clinical_observations (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    patient_key      INTEGER NOT NULL REFERENCES clinical_patients(patient_key),
-    variable         TEXT NOT NULL,              -- a ClinicalVariables field name
-    value_num        REAL,                       -- in the ClinicalVariables unit; booleans 1/0
-    value_time       TEXT,                       -- ISO local time (onset_time)
-    unit             TEXT NOT NULL,              -- unit after conversion
-    observed_at      TEXT NOT NULL,              -- ISO local time
-    accession        TEXT,                       -- OBR-18 / ORC accession when present
-    source_code      TEXT NOT NULL,              -- e.g. LN:6301-6
-    message_id       INTEGER NOT NULL REFERENCES hl7_messages(id),
-    created_at       REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS clinical_obs_by_patient ON clinical_observations(patient_key, variable, observed_at);
-CREATE INDEX IF NOT EXISTS clinical_obs_by_accession ON clinical_observations(accession);
-"""
-
-
-# Created after the migrations, since they index columns an old file may lack.
-INDEXES = "CREATE INDEX IF NOT EXISTS results_by_input ON results(input_key);"
-
-# (schema version that introduced it, SQL) applied to files older than that version.
-MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (2, "ALTER TABLE results ADD COLUMN input_key TEXT;"),
-)
+MIGRATIONS = Path(__file__).with_name("migrations")
+_BUSY_TIMEOUT_MS = 30_000
 
 
 class Database:
-    """Thread-safe access to the node's SQLite file.
+    """The node's database, safe to share between threads.
 
-    Use ``with db.transaction() as conn:`` for every write; it commits on success and
-    rolls back on error.
+    Parameters
+    ----------
+    path
+        The SQLite file (created 0600 in a 0700 folder, since it holds PHI).
+    migrate
+        Bring the schema to the newest revision first (the node does; read-only tools
+        such as ``hemex status`` refuse a database that needs it).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, migrate: bool = True) -> None:
         self.path = Path(path)
         ensure_private_dir(self.path.parent)
         # SQLite creates the file with the umask's mode and gives -wal/-shm the same
-        # mode as the database, so create it private first (PHI lives in it).
+        # mode as the database, so create it private first.
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self._local = threading.local()
-        conn = self.connection()
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        upgrade = "".join(sql for target, sql in MIGRATIONS if 0 < version < target)
-        conn.executescript(f"BEGIN; {upgrade} {SCHEMA} {INDEXES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-
-    def connection(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA busy_timeout = 30000")
-            self._local.conn = conn
-        return conn
+        self.engine = _sqlite_engine(self.path)
+        if migrate:
+            upgrade_to_newest(self.engine)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """An immediate (write-locking) transaction on this thread's connection."""
-        conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def transaction(self) -> Iterator[Repositories]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        with self.engine.connect().execution_options(hemex_write=True) as conn, conn.begin():
+            yield Repositories(conn)
 
-    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
-        """Run a read-only query and return all rows."""
-        return self.connection().execute(sql, params).fetchall()
+    @contextmanager
+    def reading(self) -> Iterator[Repositories]:
+        """A read-only snapshot: every query in the block sees the same committed state."""
+        with self.engine.connect() as conn, conn.begin() as tx:
+            yield Repositories(conn)
+            tx.rollback()
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close every pooled connection (a new transaction opens new ones)."""
+        self.engine.dispose()
+
+
+def _sqlite_engine(path: Path) -> Engine:
+    engine = create_engine(
+        f"sqlite:///{path}",
+        connect_args={"check_same_thread": False, "timeout": _BUSY_TIMEOUT_MS / 1000},
+        # One connection per concurrent user: association threads, workers, scrapes.
+        pool_size=32, max_overflow=32, pool_timeout=60,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: object) -> None:
+        # pysqlite's own BEGIN handling is switched off; _on_begin says what to begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON",
+                       f"busy_timeout = {_BUSY_TIMEOUT_MS}"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("hemex_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def upgrade_to_newest(engine: Engine) -> None:
+    """Apply every migration the database lacks (alembic ``upgrade head``)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.connect().execution_options(hemex_write=True) as conn, conn.begin():
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")

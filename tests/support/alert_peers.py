@@ -81,6 +81,8 @@ class SmtpReceiver:
     @classmethod
     def start(cls) -> SmtpReceiver:
         messages: list[email.message.Message] = []
+        # aiosmtpd's controller checks it started by connecting to its port, so it cannot
+        # take port 0: it gets a free one picked here.
         port = free_port()
         controller = Controller(_Collect(messages), hostname="127.0.0.1", port=port)
         controller.start()

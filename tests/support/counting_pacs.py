@@ -54,7 +54,7 @@ class CountingPacs:
     Parameters
     ----------
     port
-        TCP port on 127.0.0.1 (tests pass ``free_port()``).
+        TCP port on 127.0.0.1; 0 (the default) binds any free port, read back in ``port``.
     ae_title
         The AE title the node calls.
     record_path
@@ -65,7 +65,7 @@ class CountingPacs:
         the sender's state at that moment).
     """
 
-    def __init__(self, port: int, ae_title: str = "COUNTPACS", record_path: Path | None = None,
+    def __init__(self, port: int = 0, ae_title: str = "COUNTPACS", record_path: Path | None = None,
                  on_store: Callable[[Reception], None] | None = None) -> None:
         self.port = port
         self.ae_title = ae_title
@@ -82,6 +82,7 @@ class CountingPacs:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         self._server = ae.start_server(("127.0.0.1", self.port), block=False,
                                        evt_handlers=[(evt.EVT_C_STORE, self._on_c_store)])
+        self.port = int(self._server.server_address[1])
         return self
 
     def stop(self) -> None:

@@ -1,37 +1,62 @@
 """Fuzz targets shared by bench/fuzz_parsers.py and tests/test_fuzz_regressions.py.
 
-Each target takes bytes and either returns or raises one of the exception types its
-boundary converts (to a DICOM status or an HL7 ACK). Anything else escaping is a bug.
+Each target runs the node's own boundary code on bytes: ``DicomTarget`` is the C-STORE
+handler's ``receive_instance`` with a real instance store, ``hl7_target`` the MLLP store
+thread's check and the content extraction. The DICOM target must answer one of the
+protocol statuses and never raise; the HL7 target may raise only ``MessageRejected``
+(it becomes an AE/AR ACK). Anything else escaping is a bug.
 """
 
 from __future__ import annotations
 
-from io import BytesIO
 from pathlib import Path
 
 import pydicom
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import generate_uid
+from hypothesis import strategies as st
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom.dsutils import encode, split_dataset
+from pynetdicom.sop_class import CTImageStorage
 
-from daemon.clinical.hl7_parsing import MessageRejected, check_message, extract_content
-from daemon.receive.instance_store import InstanceHeader
-from daemon.receive.storage_scp import _DECODE_ERRORS, _check_native_pixel_length
-from domain.errors import InvalidInputError
+from daemon.assemble.series_tracker import SeriesTracker
+from daemon.audit_log import AuditLog
+from daemon.config import DicomListenerSettings, SeriesCompletionSettings
+from daemon.intake.hl7_parsing import MessageRejected, check_message, extract_content
+from daemon.receive.instance_store import InstanceStore
+from daemon.receive.storage_scp import ReceivedObject, receive_instance
+from daemon.state.database import Database
+from tests.support.dicom_listener import tiny_ct
 from tests.support.hl7_peers import adt, merge, obx, oru
 
-# What handle_store converts to 0xC000 (daemon/receive/storage_scp.py).
-DICOM_EXPECTED: tuple[type[BaseException], ...] = (InvalidInputError, InvalidDicomError, *_DECODE_ERRORS)
+# The statuses receive_instance answers (daemon/receive/storage_scp.py).
+DICOM_STATUSES = frozenset({0x0000, 0xA700, 0xA900, 0xC000})
 HL7_EXPECTED: tuple[type[BaseException], ...] = (MessageRejected,)
 
 
-def dicom_header_target(data: bytes) -> None:
-    """What the C-STORE handler does with a received file: decode, index, pixel check."""
-    ds = pydicom.dcmread(BytesIO(data), force=True)
-    header = InstanceHeader.from_dataset(ds)
-    if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
-        raise InvalidInputError("no transfer syntax")
-    _check_native_pixel_length(ds)
-    str(header)
+class DicomTarget:
+    """``receive_instance`` on a real store in ``folder``: data set bytes in, status out."""
+
+    def __init__(self, folder: Path) -> None:
+        self.db = Database(folder / "fuzz.sqlite3")
+        tracker = SeriesTracker(self.db, SeriesCompletionSettings())
+        self.store = InstanceStore(self.db, folder / "spool", 0, tracker)
+        self.audit = AuditLog(folder / "logs")
+        self.settings = DicomListenerSettings(max_instance_bytes=1024 * 1024)
+
+    def __call__(self, dataset_bytes: bytes) -> int:
+        """The C-STORE status for ``dataset_bytes`` sent as Explicit VR Little Endian CT."""
+        received = ReceivedObject(dataset_bytes, ExplicitVRLittleEndian, CTImageStorage, "FUZZER", "127.0.0.1:0")
+        return receive_instance(received, self.store, self.settings, self.audit)
+
+    def close(self) -> None:
+        self.audit.close()
+        self.db.close()
+
+
+def dataset_bytes_of(case: Path) -> bytes:
+    """The data set of a (damaged) DICOM file as a scanner sends it over the network: the
+    bytes after its file meta."""
+    _, offset = split_dataset(case)
+    return case.read_bytes()[offset:]
 
 
 def hl7_target(data: bytes) -> None:
@@ -41,10 +66,9 @@ def hl7_target(data: bytes) -> None:
 
 
 def dicom_seed(tmp_dir: Path) -> bytes:
-    """A valid tiny CT Part 10 file (synthetic)."""
-    from tests.test_dicom_listener import tiny_ct
-
-    return tiny_ct(tmp_dir / "seed.dcm", generate_uid(), generate_uid(), 0).read_bytes()
+    """The data set of a valid tiny CT slice (synthetic), as sent over the network."""
+    ds = pydicom.dcmread(tiny_ct(tmp_dir / "seed.dcm", generate_uid(), generate_uid(), 0))
+    return bytes(encode(ds, False, True))
 
 
 def hl7_seeds() -> list[bytes]:
@@ -54,3 +78,21 @@ def hl7_seeds() -> list[bytes]:
         oru("C3", [obx(1, "8480-6", "150", "mm[Hg]", "20240101093000"), obx(2, "6301-6", "2.5", "{INR}")]),
     )]
 
+
+def mutated(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
+    """Seeds with a few byte flips, an insertion and an optional truncation; or random bytes."""
+
+    @st.composite
+    def _mutate(draw: st.DrawFn) -> bytes:
+        data = bytearray(draw(st.sampled_from(seeds)))
+        for _ in range(draw(st.integers(0, 8))):
+            pos = draw(st.integers(0, len(data) - 1))
+            data[pos] = draw(st.integers(0, 255))
+        if draw(st.booleans()):
+            pos = draw(st.integers(0, len(data)))
+            data[pos:pos] = draw(st.binary(max_size=64))
+        if draw(st.booleans()):
+            data = data[: draw(st.integers(0, len(data)))]
+        return bytes(data)
+
+    return st.one_of(_mutate(), st.binary(max_size=512))

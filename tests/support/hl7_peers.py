@@ -13,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon.clinical.clinical_processor import ClinicalProcessor
-from daemon.clinical.mllp_server import MllpListener
+from daemon.audit_log import AuditLog
 from daemon.config import Hl7Settings
+from daemon.intake.message_processor import MessageProcessor
+from daemon.intake.mllp_server import MllpListener
 from daemon.state.database import Database
+from daemon.state.hl7_message_repository import StoredMessage
 
 VT, FS_CR = b"\x0b", b"\x1c\x0d"
 
@@ -187,7 +189,7 @@ Builder = Callable[..., str]
 @dataclass
 class Intake:
     listener: MllpListener
-    processor: ClinicalProcessor
+    processor: MessageProcessor
     db: Database
     data_dir: Path
 
@@ -195,15 +197,16 @@ class Intake:
     def port(self) -> int:
         return self.listener.port
 
-    def messages(self) -> list:
-        return self.db.query("SELECT * FROM hl7_messages ORDER BY id")
+    def messages(self) -> list[StoredMessage]:
+        with self.db.reading() as repos:
+            return repos.hl7_messages.received_since()
 
 
 def start_intake(data_dir: Path, **hl7: object) -> Intake:
     settings = Hl7Settings(**{"host": "127.0.0.1", "port": 0, "min_free_disk_mb": 0, **hl7})  # type: ignore[arg-type]
     db = Database(data_dir / "hemex.sqlite3")
-    processor = ClinicalProcessor(db, settings.local_code_map)
-    listener = MllpListener(settings, db, data_dir, processor.submit)
+    processor = MessageProcessor(db, settings.local_code_map)
+    listener = MllpListener(settings, db, data_dir, processor, AuditLog(data_dir / "logs"))
     processor.start()
     listener.start()
     return Intake(listener, processor, db, data_dir)

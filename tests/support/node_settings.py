@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Settings, load_settings
-from tests.support.peers import Orthanc, free_port
+from tests.support.peers import Orthanc
 
 
 def loopback_node_settings(data_dir: Path, pacs: Orthanc | None = None, **overrides: Any) -> Settings:
@@ -14,7 +14,7 @@ def loopback_node_settings(data_dir: Path, pacs: Orthanc | None = None, **overri
     retries fast; ``overrides`` replace whole values or, for sections, single keys."""
     settings: dict[str, Any] = {
         "data_dir": data_dir,
-        "dicom": {"host": "127.0.0.1", "port": free_port(), "allowed_calling_ae_titles": ["STORESCU"]},
+        "dicom": {"host": "127.0.0.1", "port": 0, "allowed_calling_ae_titles": ["STORESCU"]},
         "series": {"quiet_period_s": 1.0},
         "outbox": {"poll_interval_s": 0.5, "retry_initial_s": 0.5, "retry_max_s": 2.0},
         "hl7": {"host": "127.0.0.1", "port": 0, "wait_for_clinical_s": 0.0},

@@ -9,7 +9,8 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,21 @@ DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
+    """A TCP port free on 127.0.0.1 right now (released again: a peer that cannot bind
+    port 0 and report it, e.g. Orthanc or a node in another process, takes it next and
+    is retried if another process was faster)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port nothing answers on for as long as the block runs: it is bound but
+    never listened on, so connecting is refused and no other process can take it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0, interval_s: float = 0.1) -> None:
@@ -83,7 +95,27 @@ class Orthanc:
 
 def start_orthanc(workdir: Path, ae_title: str = "ORTHANC", dicom_port: int | None = None,
                   known_peers: dict[str, tuple[str, int]] | None = None) -> Orthanc:
-    """Start Orthanc on loopback ports; accepts any calling AE (a permissive PACS)."""
+    """Start Orthanc on loopback ports; accepts any calling AE (a permissive PACS).
+
+    Orthanc cannot bind port 0 and report it, so it gets free ports picked here; when
+    another process took one in between, it is started again on new ones.
+    """
+    for attempt in range(3):
+        try:
+            return _start_orthanc(workdir / f"run{attempt}" if attempt else workdir, ae_title, dicom_port,
+                                  known_peers)
+        except _PortTaken:
+            if dicom_port is not None:
+                raise AssertionError(f"Orthanc could not bind its DICOM port {dicom_port}") from None
+    raise AssertionError("Orthanc found no free ports in three tries")
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _start_orthanc(workdir: Path, ae_title: str, dicom_port: int | None,
+                   known_peers: dict[str, tuple[str, int]] | None) -> Orthanc:
     workdir.mkdir(parents=True, exist_ok=True)
     dicom_port = dicom_port or free_port()
     http_port = free_port()
@@ -111,8 +143,14 @@ def start_orthanc(workdir: Path, ae_title: str = "ORTHANC", dicom_port: int | No
         process = subprocess.Popen([ORTHANC_BINARY, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
     orthanc = Orthanc(process, dicom_port, http_port, ae_title, workdir)
     try:
-        wait_until(lambda: port_open(http_port) and port_open(dicom_port), timeout_s=60)
+        wait_until(lambda: process.poll() is not None or (port_open(http_port) and port_open(dicom_port)),
+                   timeout_s=60)
     except AssertionError:
         orthanc.stop()
-        raise AssertionError("Orthanc did not start: " + (workdir / "orthanc.log").read_text()[-2000:])
+        raise AssertionError("Orthanc did not start: " + (workdir / "orthanc.log").read_text()[-2000:]) from None
+    if process.poll() is not None:
+        log_tail = (workdir / "orthanc.log").read_text()[-2000:]
+        if "address already in use" in log_tail.lower() or "cannot bind" in log_tail.lower():
+            raise _PortTaken()
+        raise AssertionError("Orthanc exited at start: " + log_tail)
     return orthanc

@@ -1,1 +1,0 @@
-"""Stage: run the inference package on the selected series of a study."""

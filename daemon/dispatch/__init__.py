@@ -1,0 +1,1 @@
+"""Stage: record a built report and queue everything it sends, in one transaction."""

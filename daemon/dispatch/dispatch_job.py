@@ -1,0 +1,79 @@
+"""Job kind dispatch_report: record a built report and queue everything it sends.
+
+Input: the study's newest built report that no result records (``ReportBundle``).
+Output, in ONE transaction: the ``results`` row, one outbox item per report object and
+DICOM destination, the ORU for the EHR, the alert (recorded once per study and alert
+key, one outbox item per webhook and one for e-mail), the study's new state, and for a
+preliminary report the ``finalise_study`` job due when the wait for clinical data ends.
+A crash before the commit leaves nothing recorded and the job runs again; after it,
+everything is queued and a run again finds the result by its input key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from daemon.audit_log import AuditLog
+from daemon.config import Settings
+from daemon.dispatch.alert_queue import queue_alert
+from daemon.jobs.wakeup import Wakeup
+from daemon.state.database import Database
+from domain.delivery import HL7_DESTINATION, Channel, DeliveryRequest
+from domain.handles import study_handle
+from domain.jobs import JobKind
+from domain.report import ReportBundle
+from domain.study import StudyEvent
+
+log = logging.getLogger(__name__)
+
+
+class DispatchStage:
+    """Runs ``dispatch_report`` jobs; ``outbox_wakeup`` starts deliveries at once."""
+
+    def __init__(self, settings: Settings, db: Database, audit: AuditLog,
+                 outbox_wakeup: Wakeup | None = None, clock: Callable[[], float] = time.time) -> None:
+        self._settings = settings
+        self._db = db
+        self._audit = audit
+        self._outbox_wakeup = outbox_wakeup
+        self._clock = clock
+
+    def dispatch_report(self, study_uid: str) -> None:
+        """Record the study's newest undispatched report and queue what it sends."""
+        now = self._clock()
+        with self._db.transaction() as repos:
+            bundle = repos.analyses.latest_undispatched(study_uid)
+            if bundle is None:
+                log.info("dispatch skipped study=%s reason=nothing undispatched", study_handle(study_uid))
+                return
+            result_id = repos.results.add(bundle, now)
+            for request in self._deliveries(bundle):
+                repos.outbox.enqueue(request, now)
+            alerted = bundle.alert is not None and queue_alert(repos, study_uid, bundle.alert,
+                                                               self._settings.alerts.webhooks, now)
+            final = bundle.completion == "COMPLETE"
+            repos.studies.record_event(
+                study_uid, StudyEvent.FINAL_DISPATCHED if final else StudyEvent.PRELIMINARY_DISPATCHED, now)
+            if not final:
+                repos.jobs.enqueue(JobKind.FINALISE_STUDY, study_uid,
+                                   now + self._settings.hl7.wait_for_clinical_s, now)
+        handle = study_handle(study_uid)
+        log.info("result stored study=%s completion=%s result=%d alert=%s", handle, bundle.completion,
+                 result_id, alerted)
+        sr = bundle.object_of("SR")
+        self._audit.record("result-created", study_uid=study_uid, completion=bundle.completion,
+              sr_sop_instance_uid=sr.sop_instance_uid if sr else None,
+              destinations=[d.name for d in self._settings.destinations])
+        if self._outbox_wakeup is not None:
+            self._outbox_wakeup.notify()
+
+    def _deliveries(self, bundle: ReportBundle) -> list[DeliveryRequest]:
+        requests = [DeliveryRequest(Channel.DICOM, destination.name, obj.sop_instance_uid, obj.path,
+                                    bundle.study_uid)
+                    for destination in self._settings.destinations for obj in bundle.objects]
+        if bundle.oru_path is not None and bundle.oru_control_id is not None:
+            requests.append(DeliveryRequest(Channel.HL7, HL7_DESTINATION, bundle.oru_control_id, bundle.oru_path,
+                                            bundle.study_uid))
+        return requests

@@ -1,0 +1,112 @@
+"""One worker thread that runs durable jobs one at a time (the GPU serves one study at a
+time; models stay loaded in this process).
+
+Every outcome is recorded: success marks the job done (or pending again if it was queued
+while it ran); a handler may ask to run again after a delay; a ``HemexError`` (a known,
+explained failure: no analysable series, unusable geometry, a report that fails
+validation) fails it for good; anything else is a bug, logged with its traceback and
+retried a few times. A study job failed for good moves its study to ``no_series`` or
+``failed`` with the reason, in the same transaction, so that a failed study is visible in
+``hemex status``, the metrics and the log, and ``hemex replay`` can run it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from daemon.jobs.wakeup import Wakeup
+from daemon.state.database import Database
+from domain.errors import HemexError, NoAnalysableSeriesError
+from domain.handles import study_handle
+from domain.jobs import STUDY_JOBS, Job, JobKind
+from domain.study import StudyEvent
+
+log = logging.getLogger(__name__)
+
+# Runs the job whose key it is given; may return seconds after which to run it again.
+JobHandler = Callable[[str], "float | None"]
+
+# Unexpected errors (a bug, a transient resource problem) are retried a few times with
+# a growing delay, then the job is left failed for an operator to look at.
+MAX_ATTEMPTS = 3
+RETRY_DELAY_S = 30.0
+_REASON_CHARS = 500
+
+
+class JobRunner:
+    """Claims due jobs and runs their kind's handler, one at a time."""
+
+    def __init__(self, db: Database, handlers: Mapping[JobKind, JobHandler], wakeup: Wakeup | None = None,
+                 idle_poll_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._handlers = dict(handlers)
+        self._wakeup = wakeup or Wakeup()
+        self._idle_poll_s = idle_poll_s
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="hemex-jobs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Finish the job in hand, then stop (the rest is resumed at the next start)."""
+        self._stop.set()
+        self._wakeup.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def resume_interrupted(self) -> int:
+        """After a crash: jobs left running run again. Returns how many."""
+        with self._db.transaction() as repos:
+            return repos.jobs.resume_interrupted(self._clock())
+
+    def run_pending(self) -> int:
+        """Run every due job now (used by the loop and by tests). Returns how many ran."""
+        count = 0
+        while not self._stop.is_set():
+            with self._db.transaction() as repos:
+                job = repos.jobs.claim_next(self._clock(), tuple(self._handlers))
+            if job is None:
+                return count
+            self._run(job)
+            count += 1
+        return count
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.run_pending()
+            self._wakeup.wait(self._idle_poll_s)
+
+    def _run(self, job: Job) -> None:
+        handler = self._handlers[job.kind]
+        try:
+            again_in = handler(job.key)
+        except HemexError as exc:
+            log.warning("job failed kind=%s job=%d reason=%s", job.kind.value, job.id, exc)
+            self._fail(job, exc, retry_at=None)
+        except Exception as exc:
+            log.exception("job error kind=%s job=%d attempt=%d", job.kind.value, job.id, job.attempts)
+            retry = self._clock() + RETRY_DELAY_S * job.attempts if job.attempts < MAX_ATTEMPTS else None
+            self._fail(job, exc, retry_at=retry)
+        else:
+            with self._db.transaction() as repos:
+                repos.jobs.finish(job, self._clock())
+                if again_in is not None:
+                    now = self._clock()
+                    repos.jobs.enqueue(job.kind, job.key, now + again_in, now)
+
+    def _fail(self, job: Job, exc: Exception, retry_at: float | None) -> None:
+        reason = (str(exc) if isinstance(exc, HemexError) else f"{type(exc).__name__}: {exc}")[:_REASON_CHARS]
+        state = None
+        with self._db.transaction() as repos:
+            final = repos.jobs.fail(job, reason, self._clock(), retry_at)
+            if final and job.kind in STUDY_JOBS and repos.studies.find(job.key) is not None:
+                event = StudyEvent.NO_SERIES if isinstance(exc, NoAnalysableSeriesError) else StudyEvent.FAILED
+                state = repos.studies.record_event(job.key, event, self._clock(), reason)
+        if state is not None:
+            log.error("study not analysed study=%s job=%s state=%s reason=%s", study_handle(job.key),
+                      job.kind.value, state.value, reason)

@@ -1,0 +1,1 @@
+"""What the IT person uses: status, dead letters, replay, metrics and health."""

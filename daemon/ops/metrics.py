@@ -1,0 +1,294 @@
+"""Node state as Prometheus metrics, and a health check, on one small HTTP server.
+
+``GET /metrics`` serves the Prometheus text format (OpenMetrics when asked), which
+Prometheus, Zabbix, Grafana Agent and Nagios plugins all scrape. Every figure is read
+from the node database at scrape time, so it is the durable truth: it survives restarts
+and cannot drift from what ``hemex status`` says. ``GET /healthz`` answers 200 while the
+database answers and the DICOM listener runs, 503 otherwise.
+
+No label carries PHI: labels are states, job kinds, channel names and the version; never
+a patient id, accession or UID.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
+
+from daemon.config import MetricsSettings, Settings
+from daemon.retention.purge import RETENTION_TASK
+from daemon.state.database import Database
+from daemon.state.monitoring_repository import NodeFigures
+from domain.study import StudyState
+from domain.version import __version__
+
+log = logging.getLogger(__name__)
+
+# States written by the stages (see the schema in daemon/state/database.py). They are
+# always exported, 0 when empty, so a graph or an alert rule never meets a missing series;
+# a state a later version adds is exported too, as soon as a row has it.
+STUDY_STATES: tuple[str, ...] = tuple(state.value for state in StudyState)
+SERIES_STATES: tuple[str, ...] = ("receiving", "complete")
+JOB_STATES: tuple[str, ...] = ("pending", "running", "done", "failed")
+OUTBOX_STATES: tuple[str, ...] = ("pending", "delivered", "dead")
+
+# A scraper that stops reading must not hold a server thread for ever.
+REQUEST_TIMEOUT_S = 10.0
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class NodeStateCollector(Collector):
+    """Reads the node's database at each scrape and yields gauges.
+
+    Parameters
+    ----------
+    db
+        The node database (each scrape reads one snapshot).
+    data_dir
+        The data directory, whose file system's free space is exported.
+    min_free_disk_bytes
+        The free space below which the DICOM listener refuses images (A700).
+    clock
+        Seconds since the epoch; injected by tests.
+    """
+
+    def __init__(self, db: Database, data_dir: Path, min_free_disk_bytes: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._data_dir = Path(data_dir)
+        self._min_free_disk_bytes = min_free_disk_bytes
+        self._clock = clock
+
+    def describe(self) -> Iterable[Metric]:
+        """The metric families without samples (lets the registry filter by name)."""
+        return self._families().values()
+
+    def collect(self) -> Iterable[Metric]:
+        """One consistent read of the database, as metric families.
+
+        Raises
+        ------
+        SQLAlchemyError
+            When the database cannot be read (the server answers 503).
+        """
+        families = self._families()
+        with self._db.reading() as repos:
+            figures = repos.monitoring.figures()
+            runs = repos.maintenance.last_runs()
+        self._add_state_counts(figures, families)
+        self._add_totals(figures, families)
+        if RETENTION_TASK in runs:
+            ran_at, numbers = runs[RETENTION_TASK]
+            families["hemex_retention_last_run_timestamp_seconds"].add_metric([], ran_at)
+            for name, value in numbers.items():
+                families["hemex_retention_last_run"].add_metric([name], value)
+        families["hemex_data_dir_free_bytes"].add_metric([], shutil.disk_usage(self._data_dir).free)
+        families["hemex_dicom_min_free_disk_bytes"].add_metric([], self._min_free_disk_bytes)
+        families["hemex_node"].add_metric([], {"version": __version__})
+        return families.values()
+
+    @staticmethod
+    def _families() -> dict[str, Any]:
+        gauges = {
+            "hemex_studies": ("Studies by state.", ["state"]),
+            "hemex_series": ("Series by state.", ["state"]),
+            "hemex_jobs": ("Analysis jobs by kind and state.", ["kind", "state"]),
+            "hemex_outbox_items": ("Outbound deliveries by channel and state (dead = dead letter).",
+                                   ["channel", "state"]),
+            "hemex_dead_letters": ("Deliveries that permanently failed (hemex dead-letters).", []),
+            "hemex_oldest_pending_delivery_age_seconds": (
+                "Age of the oldest delivery not yet delivered nor dead; 0 when none.", []),
+            "hemex_instances_stored": ("DICOM instances received and recorded.", []),
+            "hemex_last_instance_received_age_seconds": (
+                "Seconds since the last DICOM instance arrived; absent before the first.", []),
+            "hemex_hl7_messages_stored": ("HL7 messages accepted and recorded.", []),
+            "hemex_hl7_messages_unprocessed": ("HL7 messages not yet applied to the clinical data.", []),
+            "hemex_data_dir_free_bytes": ("Free bytes on the file system of the data directory.", []),
+            "hemex_dicom_min_free_disk_bytes": (
+                "Below this much free space the DICOM listener refuses images (A700).", []),
+            "hemex_retention_last_run_timestamp_seconds": (
+                "When the retention purge last ran (epoch seconds); absent before its first run.", []),
+            "hemex_retention_last_run": (
+                ("Figures of the last retention purge: studies and folders purged, bytes freed,"
+                " studies kept because a delivery is unfinished."), ["figure"]),
+        }
+        families: dict[str, Any] = {name: GaugeMetricFamily(name, doc, labels=labels)
+                                    for name, (doc, labels) in gauges.items()}
+        families["hemex_node"] = InfoMetricFamily("hemex_node", "The running hemex version.")
+        return families
+
+    @staticmethod
+    def _add_state_counts(figures: NodeFigures, families: dict[str, Any]) -> None:
+        for name, counts, known in (("hemex_studies", figures.studies, STUDY_STATES),
+                                    ("hemex_series", figures.series, SERIES_STATES)):
+            for state, count in {**dict.fromkeys(known, 0), **counts}.items():
+                families[name].add_metric([state], count)
+        for name, grouped, known in (("hemex_jobs", figures.jobs, JOB_STATES),
+                                     ("hemex_outbox_items", figures.outbox, OUTBOX_STATES)):
+            full = {(group, state): 0 for group, _ in grouped for state in known}
+            full.update(grouped)
+            for labels, count in sorted(full.items()):
+                families[name].add_metric(list(labels), count)
+
+    def _add_totals(self, figures: NodeFigures, families: dict[str, Any]) -> None:
+        now = self._clock()
+        families["hemex_dead_letters"].add_metric([], figures.dead_letters)
+        oldest = figures.oldest_pending_delivery_at
+        families["hemex_oldest_pending_delivery_age_seconds"].add_metric(
+            [], 0.0 if oldest is None else max(0.0, now - oldest))
+        families["hemex_instances_stored"].add_metric([], figures.instances)
+        if figures.last_instance_at is not None:
+            families["hemex_last_instance_received_age_seconds"].add_metric(
+                [], max(0.0, now - figures.last_instance_at))
+        families["hemex_hl7_messages_stored"].add_metric([], figures.hl7_messages)
+        families["hemex_hl7_messages_unprocessed"].add_metric([], figures.hl7_unprocessed)
+
+
+def health(db: Database, listener_alive: Callable[[], bool]) -> tuple[bool, dict[str, str]]:
+    """Whether the node can take work: the database answers and the DICOM listener runs.
+
+    Returns
+    -------
+    (healthy, details)
+        ``details`` names each check's outcome (no PHI), for the JSON body.
+    """
+    details = {"version": __version__}
+    try:
+        with db.reading() as repos:
+            repos.monitoring.answers()
+        details["database"] = "ok"
+    except SQLAlchemyError as exc:
+        details["database"] = f"error: {type(exc).__name__}"
+    details["dicom_listener"] = "alive" if listener_alive() else "stopped"
+    healthy = details["database"] == "ok" and details["dicom_listener"] == "alive"
+    details["status"] = "ok" if healthy else "unavailable"
+    return healthy, details
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    # A scrape in progress must not keep the node from exiting.
+    daemon_threads = True
+
+
+class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    timeout = REQUEST_TIMEOUT_S
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Scrapes come every few seconds: an access line each would drown the log.
+        log.debug("metrics request peer=%s line=%r", self.client_address[0], args[0] if args else "")
+
+
+class MetricsServer:
+    """``/metrics`` and ``/healthz`` over HTTP, in a background thread.
+
+    Parameters
+    ----------
+    settings
+        Host and port (port 0 = any free port; see ``port``).
+    db
+        The node database.
+    data_dir
+        The node's data directory.
+    min_free_disk_bytes
+        The DICOM listener's free-space floor, exported beside the free space.
+    listener_alive
+        True while the DICOM listener accepts associations.
+    """
+
+    def __init__(self, settings: MetricsSettings, db: Database, data_dir: Path, min_free_disk_bytes: int,
+                 listener_alive: Callable[[], bool]) -> None:
+        self._settings = settings
+        self._db = db
+        self._listener_alive = listener_alive
+        # A registry of our own, not the global one: several nodes in one process
+        # (tests) each export their own state.
+        self.registry = CollectorRegistry()
+        self.registry.register(NodeStateCollector(db, data_dir, min_free_disk_bytes))
+        ProcessCollector(registry=self.registry)  # memory, CPU, open files of the node
+        self._metrics_app = make_wsgi_app(self.registry)
+        self._server: _ThreadingWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        assert self._server is not None, "metrics server not started"
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Bind and serve in a daemon thread; OSError when the port is taken."""
+        server_class = _ThreadingWSGIServer6 if ":" in self._settings.host else _ThreadingWSGIServer
+        self._server = make_server(self._settings.host, self._settings.port, self._app,
+                                   server_class=server_class, handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+        self._thread.start()
+        log.info("metrics endpoint host=%s port=%d paths=/metrics,/healthz", self._settings.host, self.port)
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=REQUEST_TIMEOUT_S)
+
+    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            healthy, details = health(self._db, self._listener_alive)
+            return _respond(start_response, "200 OK" if healthy else "503 Service Unavailable",
+                            "application/json", json.dumps(details).encode())
+        if path != "/metrics":
+            return _respond(start_response, "404 Not Found", "text/plain", b"see /metrics and /healthz\n")
+        try:
+            return list(self._metrics_app(environ, start_response))
+        except SQLAlchemyError as exc:
+            log.error("metrics scrape failed reason=%s", type(exc).__name__)
+            return _respond(start_response, "503 Service Unavailable", "text/plain",
+                            b"node database unreadable\n")
+
+
+def start_metrics_server(settings: Settings, db: Database,
+                         listener_alive: Callable[[], bool]) -> MetricsServer | None:
+    """The node's running metrics server, or None when disabled or its port is taken.
+
+    A port that cannot be bound is logged as an error and the node runs on without
+    metrics: monitoring must never keep CT from being received, and the scraper sees
+    the target down.
+    """
+    if not settings.metrics.enabled:
+        return None
+    server = MetricsServer(settings.metrics, db, settings.data_dir,
+                           settings.dicom.min_free_disk_mb * 1024 * 1024, listener_alive)
+    try:
+        server.start()
+    except OSError as exc:
+        log.error("metrics endpoint not started host=%s port=%d reason=%s", settings.metrics.host,
+                  settings.metrics.port, exc.strerror or type(exc).__name__)
+        return None
+    return server
+
+
+def _respond(start_response: StartResponse, status: str, content_type: str, body: bytes) -> list[bytes]:
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]

@@ -1,0 +1,51 @@
+"""The alert a study's analysis raises, written to disk for dispatch to queue.
+
+The payload (JSON, for webhooks) and the e-mail are written atomically under
+``results_dir/alerts/<handle>/``; an alert whose key was raised for the study before is
+not written again (it is sent once per study and key).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon.config import AlertSettings
+from daemon.report.alert_message import build_alert_payload, build_email, payload_json
+from daemon.report.alert_rules import decide_alert
+from domain.analysis import StudyAnalysis
+from domain.durable_files import ensure_private_dir, write_atomically
+from domain.report import AlertFiles
+
+log = logging.getLogger(__name__)
+
+
+def alert_paths(results_dir: Path, handle: str, alert_key: str) -> tuple[Path, Path]:
+    """Where the payload (JSON) and the e-mail message of one alert are kept."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", alert_key).strip("-")
+    folder = Path(results_dir) / "alerts" / handle
+    return folder / f"{name}.json", folder / f"{name}.eml"
+
+
+def prepare_alert(analysis: StudyAnalysis, settings: AlertSettings, results_dir: Path,
+                  already_raised: Callable[[str], bool]) -> AlertFiles | None:
+    """The alert ``analysis`` raises, written to disk, or None (no rule fired, or its key
+    was raised for the study before: ``already_raised(key)``)."""
+    decision = decide_alert(analysis, settings)
+    handle = analysis.identity.handle
+    if decision is None:
+        log.info("no alert study=%s", handle)
+        return None
+    if already_raised(decision.key):
+        log.info("alert already sent study=%s key=%s", handle, decision.key)
+        return None
+    payload = build_alert_payload(analysis, decision)
+    json_path, email_path = alert_paths(results_dir, handle, decision.key)
+    ensure_private_dir(json_path.parent)
+    write_atomically(json_path, payload_json(payload))
+    email_wanted = settings.email.enabled and bool(settings.email.recipients)
+    if email_wanted:
+        write_atomically(email_path, build_email(payload))
+    return AlertFiles(decision.key, decision.reasons, json_path, email_path if email_wanted else None)

@@ -1,0 +1,167 @@
+"""Job kind report_study: build, validate and write a study's report; hand it to dispatch.
+
+Input: the study's newest analysis without a report (``analyses`` row, mask.npz), the
+headers of its series, the study's previous result (the new SR names it as predecessor;
+a final report reuses the preliminary report's SEG).
+Output: in the analysis' result folder, the SEG, key-image KOS and SR (read back and
+validated), mask.nii.gz, summary.json, the outbound ORU and the alert files; the
+``ReportBundle`` on the analysis row and a queued ``dispatch_report`` job, committed
+together. A crash before that commit leaves only files; the job runs again and builds
+new ones (new SOP Instance UIDs, nothing was sent yet).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from daemon.config import Settings
+from daemon.jobs.wakeup import Wakeup
+from daemon.report.alert_files import prepare_alert
+from daemon.report.key_image_builder import build_key_images
+from daemon.report.oru_builder import ORU_FILE_NAME, build_oru_r01, oru_control_id
+from daemon.report.seg_builder import build_segmentation
+from daemon.report.sr_builder import build_measurement_report
+from daemon.report.validation import validate_report_objects, write_dataset
+from daemon.stage_timer import StageTimer
+from daemon.state.database import Database
+from daemon.state.mask_files import load_mask
+from daemon.state.result_repository import StoredResult
+from domain.analysis import AnalysisRecord
+from domain.clinical import PREDICTOR_VARIABLES
+from domain.durable_files import write_atomically
+from domain.handles import study_handle
+from domain.imaging import HematomaMask, VolumeGeometry
+from domain.jobs import JobKind
+from domain.report import AlertFiles, ReportBundle, ReportObject
+from inference.nifti_io import gzipped, mask_to_nifti
+
+log = logging.getLogger(__name__)
+
+
+class ReportStage:
+    """Runs ``report_study`` jobs."""
+
+    def __init__(self, settings: Settings, db: Database, wakeup: Wakeup | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._settings = settings
+        self._db = db
+        self._wakeup = wakeup
+        self._clock = clock
+
+    def report_study(self, study_uid: str) -> None:
+        """Build the report of the study's newest analysis that has none yet.
+
+        Raises
+        ------
+        ReportBuildError
+            An object could not be built or failed validation (nothing is sent).
+        """
+        with self._db.reading() as repos:
+            record = repos.analyses.latest_unreported(study_uid)
+            previous = repos.results.latest(study_uid)
+            paths = repos.images.paths_of_series(record.series_uid) if record else []
+        if record is None:
+            log.info("report skipped study=%s reason=no analysis without a report", study_handle(study_uid))
+            return
+        timer = StageTimer()
+        with timer.stage("load"):
+            headers: list[Dataset] = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
+            geometry, mask = load_mask(record.mask_folder or record.folder)
+        bundle = self._build(record, headers, geometry, mask, previous, timer)
+        with self._db.transaction() as repos:
+            repos.analyses.attach_bundle(record.input_key, bundle)
+            now = self._clock()
+            repos.jobs.enqueue(JobKind.DISPATCH_REPORT, study_uid, now, now)
+        log.info("report built study=%s completion=%s objects=%d stages=%s", record.analysis.identity.handle,
+                 bundle.completion, len(bundle.objects), json.dumps(timer.seconds))
+        if self._wakeup is not None:
+            self._wakeup.notify()
+
+    def _build(self, record: AnalysisRecord, headers: list[Dataset], geometry: VolumeGeometry,
+               mask: HematomaMask, previous: StoredResult | None, timer: StageTimer) -> ReportBundle:
+        analysis, settings, folder = record.analysis, self._settings, record.folder
+        reused_seg = None
+        if record.reuses_earlier_mask and previous is not None and previous.seg_path is not None:
+            reused_seg = pydicom.dcmread(previous.seg_path)
+        with timer.stage("build"):
+            segmentation = reused_seg if reused_seg is not None else build_segmentation(
+                headers, geometry, mask, settings.report, analysis.software_version)
+            predecessor = pydicom.dcmread(previous.sr_path) if previous is not None else None
+            sr = build_measurement_report(analysis, headers, segmentation, settings.report,
+                                          predecessor_sr=predecessor)
+            key_images = None
+            if reused_seg is None and settings.report.send_key_images:
+                key_images = build_key_images(analysis, headers, geometry, mask, settings.report)
+        # Sent in this order: what the SR references reaches PACS before the SR.
+        built: list[tuple[str, str, Dataset]] = []
+        if reused_seg is None:
+            built.append(("seg.dcm", "SEG", segmentation))
+        if key_images is not None:
+            built.append(("key-images.dcm", "KO", key_images))
+        built.append(("sr.dcm", "SR", sr))
+        if settings.report.validate_with_dicom3tools:
+            with timer.stage("validate"):
+                validate_report_objects([ds for _, _, ds in built], timeout_s=settings.report.validation_timeout_s)
+        with timer.stage("write"):
+            objects = []
+            for name, modality, ds in built:
+                write_dataset(ds, folder / name)
+                objects.append(ReportObject(name, modality, str(ds.SOPInstanceUID), folder / name))
+            reused: tuple[ReportObject, ...] = ()
+            if reused_seg is not None and previous is not None and previous.seg_path is not None:
+                reused = (ReportObject("seg.dcm", "SEG", str(reused_seg.SOPInstanceUID), previous.seg_path),)
+            else:
+                write_atomically(folder / "mask.nii.gz", gzipped(mask_to_nifti(geometry, mask)))
+            oru_path, control_id = self._write_oru(record, folder)
+            alert = self._write_alert(record)
+            summary = _summary(record, mask, {**analysis.stage_seconds, **timer.seconds})
+            write_atomically(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+        return ReportBundle(study_uid=record.study_uid, input_key=record.input_key, completion=analysis.completion,
+                            risk_category=analysis.risk_category, folder=folder, objects=tuple(objects),
+                            reused_objects=reused, oru_path=oru_path, oru_control_id=control_id, alert=alert,
+                            summary=summary)
+
+    def _write_oru(self, record: AnalysisRecord, folder: Path) -> tuple[Path | None, str | None]:
+        """The ORU^R01 for the EHR, when an outbound HL7 peer is configured."""
+        if not self._settings.hl7.enabled or self._settings.hl7.outbound_host is None:
+            return None, None
+        message = build_oru_r01(record.analysis, self._settings.hl7)
+        write_atomically(folder / ORU_FILE_NAME, message)
+        return folder / ORU_FILE_NAME, oru_control_id(message)
+
+    def _write_alert(self, record: AnalysisRecord) -> AlertFiles | None:
+        """The alert the rules raise (not yet raised for the study), written to disk."""
+        def raised(key: str) -> bool:
+            with self._db.reading() as repos:
+                return repos.alerts.raised(record.study_uid, key)
+
+        return prepare_alert(record.analysis, self._settings.alerts, self._settings.results_dir, raised)
+
+
+def _summary(record: AnalysisRecord, mask: HematomaMask, stage_seconds: dict[str, float]) -> dict[str, Any]:
+    """The JSON-able summary kept with each result (no pixel data, no PHI)."""
+    a = record.analysis
+    return {
+        "study_handle": a.identity.handle,
+        "completion": a.completion,
+        "risk_category": a.risk_category,
+        "measurements": asdict(a.measurements),
+        "prediction": asdict(a.prediction) if a.prediction else None,
+        "brain_score": asdict(a.brain_score) if a.brain_score else None,
+        "clinical_present": {k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                             for k, v in a.clinical.present().items()},
+        "clinical_missing": list(a.clinical.missing(PREDICTOR_VARIABLES)),
+        "skipped_series": [s.reason for s in a.skipped_series],
+        "stage_seconds": stage_seconds,
+        "mask_voxels": int(mask.mask.sum()),
+        "software_version": a.software_version,
+    }

@@ -1,0 +1,1 @@
+"""Stage: purge spool images and result folders after their retention period."""
