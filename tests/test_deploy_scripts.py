@@ -1,4 +1,5 @@
-"""deploy/*.sh: shellcheck-clean, and one pip install per pyproject.toml."""
+"""deploy/*.sh: shellcheck-clean, one pip install per pyproject.toml, and no Debian Orthanc
+left running or enabled at boot by the test install."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.required_tools import required_tool
+from tests.support.required_tools import missing, required_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SHELL_SCRIPTS = sorted(ROOT.glob("deploy/*.sh")) + [ROOT / ".ci" / "run"]
@@ -78,3 +79,31 @@ def test_test_install_also_serves_run_sh_but_not_the_reverse(checkout: Path) -> 
         "python -m pip --quiet --disable-pip-version-check install -e .[test]"]
     assert _run(checkout, "deploy/ensure-venv.sh", "test") == []
     assert _run(checkout, "deploy/run.sh") == ["hemex serve"]
+
+
+def _orthanc_processes_on_the_system_config() -> list[str]:
+    """Command lines of running Orthancs started on /etc/orthanc (tests use temp folders)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:  # the process ended while we looked
+            continue
+        if Path(argv[0].decode(errors="replace")).name == "Orthanc" and any(
+                arg.rstrip(b"/") == b"/etc/orthanc" for arg in argv[1:]):
+            found.append(" ".join(a.decode(errors="replace") for a in argv))
+    return found
+
+
+def test_debian_orthanc_service_is_disabled_and_stopped() -> None:
+    unit, init_script = Path("/lib/systemd/system/orthanc.service"), Path("/etc/init.d/orthanc")
+    if not (unit.exists() or init_script.exists()):
+        missing("Debian's orthanc package is not installed (deploy/install-system-packages.sh installs it)")
+    systemctl = shutil.which("systemctl")
+    if unit.exists() and systemctl is not None:
+        state = subprocess.run([systemctl, "is-enabled", "orthanc"], capture_output=True, text=True,
+                               timeout=30, check=False).stdout.strip()
+        assert state in ("disabled", "masked"), f"orthanc.service is {state!r} at boot"
+    started_at_boot = sorted(str(p) for p in Path("/etc").glob("rc[2-5].d/S*orthanc"))
+    assert started_at_boot == [], "SysV links start Orthanc at boot"
+    assert _orthanc_processes_on_the_system_config() == []

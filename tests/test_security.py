@@ -19,6 +19,7 @@ from daemon.config import LoggingSettings, load_settings
 from daemon.logging_setup import configure_logging
 from daemon.state.atomic_files import ensure_private_dir, write_atomically
 from daemon.state.database import Database
+from tests.support.required_tools import required_tool
 from tests.test_dicom_listener import _start, tiny_ct
 from tests.test_hostile_dicom import _send
 
@@ -153,10 +154,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
-    import shutil
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl command not installed")
+    required_tool("openssl", "Debian's openssl package")
     d = tmp_path / "pki"
     d.mkdir()
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
