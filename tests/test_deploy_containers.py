@@ -140,7 +140,10 @@ def test_compose_wires_hemex_and_orthanc_to_each_other(monkeypatch: pytest.Monke
     modalities = json.loads(env["ORTHANC__DICOM_MODALITIES"])
     assert [settings.dicom.ae_title, "hemex", settings.dicom.port] in modalities.values()
     assert env["ORTHANC__DICOM_AET"] in settings.dicom.allowed_calling_ae_titles
-    assert env["STONE_WEB_VIEWER_PLUGIN_ENABLED"] == "true" and env["DICOM_WEB_PLUGIN_ENABLED"] == "true"
+    # The viewers read over DICOMweb.
+    assert env["DICOM_WEB_PLUGIN_ENABLED"] == "true"
+    assert env["STONE_WEB_VIEWER_PLUGIN_ENABLED"] == env["OHIF_PLUGIN_ENABLED"] == "true"
+    assert env["ORTHANC__OHIF__DATA_SOURCE"] == "dicom-web"
     # The ports the node listens on are published; metrics and Orthanc's web only on loopback.
     published = {int(p.split(":")[-1]): p for p in hemex["ports"]}
     assert set(published) == {settings.dicom.port, settings.hl7.port, settings.metrics.port}
