@@ -16,9 +16,16 @@ stamp="$base_stamp${extra:+-$extra}"
 if [ -x .venv/bin/hemex ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     exit 0
 fi
+# pip and the build backend talk a lot even with --quiet (setuptools' notes on editable
+# installs, the machine's index warnings): keep it in a log, show it when pip fails.
+log=.venv/pip-install.log
+echo "hemex: installing into .venv (first run, or pyproject.toml changed); log: $log" >&2
 pip=(.venv/bin/python -m pip --quiet --disable-pip-version-check)
-"${pip[@]}" install --upgrade pip
-"${pip[@]}" install -e ".${extra:+[$extra]}"
+if ! { "${pip[@]}" install --upgrade pip && "${pip[@]}" install -e ".${extra:+[$extra]}"; } > "$log" 2>&1; then
+    cat "$log" >&2
+    echo "hemex: pip install failed (above, and in $log)" >&2
+    exit 1
+fi
 # An install with an extra is also the base install.
 printf '%s\n' "$want" > "$base_stamp"
 printf '%s\n' "$want" > "$stamp"

@@ -27,6 +27,8 @@ def test_shell_scripts_pass_shellcheck() -> None:
 # run (deploy/test.sh on a clean clone); what is tested here is when the script skips it.
 _FAKE_PYTHON = """#!/usr/bin/env bash
 echo "python $*" >> "$(dirname "$0")/../../calls.log"
+echo "pip's chatter"
+if [ -e "$(dirname "$0")/../../pip-fails" ]; then echo "ERROR: No matching distribution"; exit 1; fi
 if [[ " $* " == *" install -e "* ]]; then
     printf '#!/usr/bin/env bash\\necho "hemex $*" >> "$(dirname "$0")/../../calls.log"\\n' > "$(dirname "$0")/hemex"
     chmod +x "$(dirname "$0")/hemex"
@@ -49,10 +51,17 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def _run(checkout: Path, *command: str) -> list[str]:
+    """Run a script in the checkout; the calls the stand-ins logged."""
     log = checkout / "calls.log"
     log.unlink(missing_ok=True)
-    subprocess.run(["bash", *command], cwd=checkout, check=True, timeout=30, capture_output=True)
-    return log.read_text().splitlines() if log.exists() else []
+    result = subprocess.run(["bash", *command], cwd=checkout, timeout=30, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = log.read_text().splitlines() if log.exists() else []
+    # Quiet: one line when it installs (pip's own output goes to a log), none otherwise.
+    expected_lines = 1 if _pip_installs(calls) else 0
+    assert len((result.stdout + result.stderr).splitlines()) == expected_lines, result.stdout + result.stderr
+    return calls
 
 
 def _pip_installs(calls: list[str]) -> list[str]:
@@ -71,6 +80,16 @@ def test_run_sh_installs_only_when_pyproject_changed(checkout: Path) -> None:
         pyproject.write("\n# a changed dependency list\n")
     third = _run(checkout, "deploy/run.sh")
     assert len(_pip_installs(third)) == 1 and third[-1] == "hemex serve"
+
+
+def test_a_failed_install_shows_pips_output_and_is_retried(checkout: Path) -> None:
+    (checkout / "pip-fails").touch()
+    failed = subprocess.run(["bash", "deploy/run.sh"], cwd=checkout, timeout=30, capture_output=True,
+                            text=True, check=False)
+    assert failed.returncode == 1 and "No matching distribution" in failed.stderr
+    assert "hemex serve" not in (checkout / "calls.log").read_text()
+    (checkout / "pip-fails").unlink()
+    assert len(_pip_installs(_run(checkout, "deploy/run.sh"))) == 1
 
 
 def test_test_install_also_serves_run_sh_but_not_the_reverse(checkout: Path) -> None:
