@@ -1,20 +1,52 @@
 #!/usr/bin/env bash
 # Debian packages the node's tests and tools use: dcmtk (storescu/storescp as scanner and
 # reference), Orthanc (the PACS in tests), dicom3tools (dciodvfy) and pixelmed-apps
-# (DicomSRValidator) to validate the SR and SEG against the standard; python3-venv where
-# Debian's python3 lacks it (deploy/*.sh make a virtual environment).
+# (DicomSRValidator) to validate the SR and SEG against the standard, openssl (the TLS
+# tests make their certificates with it), systemd (systemd-analyze checks
+# deploy/hemex.service); python3-venv where Debian's python3 lacks it (deploy/*.sh make a
+# virtual environment).
+#
+# Debian's orthanc package would start a system Orthanc on ports 4242/8042 and enable it
+# at boot; the tests start their own on free ports, and a node host must not run a stray
+# PACS. So no service is started while the packages install, and Orthanc's is disabled
+# and stopped afterwards (also when it was installed before).
 set -euo pipefail
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 needed=()
 python3 -c "import ensurepip, venv" 2>/dev/null || needed+=(python3-venv)
 command -v storescu >/dev/null || needed+=(dcmtk)
 command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ] || needed+=(orthanc)
 command -v dciodvfy >/dev/null || needed+=(dicom3tools)
 command -v DicomSRValidator >/dev/null || needed+=(pixelmed-apps)
+command -v openssl >/dev/null || needed+=(openssl)
+command -v systemd-analyze >/dev/null || needed+=(systemd)
+
 if [ ${#needed[@]} -gt 0 ]; then
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
+    # invoke-rc.d and deb-systemd-invoke start nothing while policy-rc.d exits 101.
+    # Keep a policy the machine already has (container images often ship one).
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# hemex: start no service during the install\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 0755 "$policy"
+        trap '$SUDO rm -f "$policy"' EXIT
+    fi
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends "${needed[@]}"
-    # The Debian package starts a system Orthanc on 4242/8042; tests start their own.
-    $SUDO service orthanc stop >/dev/null 2>&1 || true
+    if [ "$(trap -p EXIT)" ]; then $SUDO rm -f "$policy"; trap - EXIT; fi
+fi
+
+# Disable at boot: systemctl edits the unit links without a running systemd (it also
+# disables the SysV rc links); update-rc.d where systemctl is absent.
+if [ -e /lib/systemd/system/orthanc.service ] || [ -e /etc/init.d/orthanc ]; then
+    if command -v systemctl >/dev/null; then
+        $SUDO systemctl disable --quiet orthanc 2>/dev/null || $SUDO update-rc.d orthanc disable >/dev/null
+    else
+        $SUDO update-rc.d orthanc disable >/dev/null
+    fi
+    if [ -d /run/systemd/system ]; then
+        $SUDO systemctl stop orthanc
+    elif [ -x /etc/init.d/orthanc ]; then
+        $SUDO /etc/init.d/orthanc stop >/dev/null 2>&1 || true  # "not running" is fine
+    fi
 fi

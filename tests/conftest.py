@@ -16,7 +16,7 @@ os.environ.setdefault("HEMEX_METRICS__PORT", "0")
 
 from tests.support.alert_peers import HttpReceiver, SmtpReceiver
 from tests.support.peers import Orthanc, closed_port, start_orthanc
-from tests.support.shared_data import in_ci
+from tests.support.required_tools import in_ci
 
 
 @pytest.hookimpl(hookwrapper=True)

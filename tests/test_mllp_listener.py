@@ -6,7 +6,6 @@ Synthetic HL7 messages (made-up patients); a real MLLP client on a free port.
 from __future__ import annotations
 
 import logging
-import shutil
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from tests.support.hl7_peers import (
     start_intake,
 )
 from tests.support.peers import wait_until
+from tests.support.required_tools import required_tool
 
 
 @pytest.fixture
@@ -214,8 +214,8 @@ def _make_certs(folder: Path) -> dict[str, Path]:
     return {n: folder / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI needed to make test certificates")
 def test_mutual_tls_accepts_a_client_certificate_and_refuses_none(tmp_path: Path) -> None:
+    required_tool("openssl", "Debian's openssl package")
     certs = _make_certs(tmp_path)
     running = start_intake(tmp_path / "data", tls_cert=certs["server.pem"], tls_key=certs["server.key"],
                            tls_client_ca=certs["ca.pem"])

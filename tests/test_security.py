@@ -23,6 +23,7 @@ from domain.durable_files import ensure_private_dir, write_atomically
 from domain.errors import ConfigurationError
 from domain.jobs import JobKind
 from tests.support.dicom_listener import send, start_receive_listener, tiny_ct
+from tests.support.required_tools import required_tool
 
 SMTP_SECRET = "smtp-pw-7f3a9c"
 WEBHOOK_SECRET = "wh-token-51d2e8"
@@ -149,10 +150,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
-    import shutil
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl command not installed")
+    required_tool("openssl", "Debian's openssl package")
     d = tmp_path / "pki"
     d.mkdir()
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
