@@ -97,7 +97,7 @@ def test_unvalidated_card_is_flagged(weights: dict[str, Path]) -> None:
     assert "model card: intended use: tests only" in p.notes
     assert "model card: validation: none stated" in p.notes
     assert "model card: clinically validated: no" in p.notes
-    assert any(n.startswith("preprocessing=Tanioka 2024 preprocessing 1.1") for n in p.notes)
+    assert any(n.startswith("preprocessing=Tanioka 2024 preprocessing 2.0") for n in p.notes)
 
 
 def test_missing_card_stops_the_predictor(weights: dict[str, Path]) -> None:
