@@ -105,11 +105,17 @@ def apply_along(data: np.ndarray, axis: int, n_in: int, n_out: int, rows: tuple[
     row_start, row_stop = rows
     weights = _float32_weights(n_in, n_out, order)
     first, last = support(n_in, n_out, order)
-    data = np.ascontiguousarray(data, dtype=np.float32)
-    n_data = data.shape[axis]
-    pre, post = int(np.prod(data.shape[:axis])), int(np.prod(data.shape[axis + 1:]))
-    flat_in = data.reshape(pre, n_data, post)
-    out = np.empty((pre, row_stop - row_start, post), np.float32)
+    # One large product per block of rows, with the zoomed axis first (a middle axis is
+    # moved there by one copy): thousands of small products per call would leave BLAS
+    # threads waiting on each other, badly so on a busy host.
+    last_axis = axis == data.ndim - 1
+    moved = np.moveaxis(data, axis, -1 if last_axis else 0)
+    moved = np.ascontiguousarray(moved, dtype=np.float32)
+    n_data = moved.shape[-1 if last_axis else 0]
+    flat_in = moved.reshape(-1, n_data) if last_axis else moved.reshape(n_data, -1)
+    n_rows = row_stop - row_start
+    flat_out = np.empty((flat_in.shape[0], n_rows) if last_axis else (n_rows, flat_in.shape[1]),
+                        np.float32)
     for block in range(row_start, row_stop, _ROWS_PER_BLOCK):
         block_stop = min(block + _ROWS_PER_BLOCK, row_stop)
         lo, hi = int(first[block:block_stop].min()), int(last[block:block_stop].max())
@@ -119,10 +125,11 @@ def apply_along(data: np.ndarray, axis: int, n_in: int, n_out: int, rows: tuple[
         if lo < data_start or hi > data_start + n_data:
             raise ValueError(f"rows {block}-{block_stop} need samples {lo}-{hi}, data holds "
                              f"{data_start}-{data_start + n_data}")
-        window = flat_in[:, lo - data_start:hi - data_start, :]
         target = slice(block - row_start, block_stop - row_start)
-        if post == 1:  # the last axis: one product over every line at once
-            out[:, target, 0] = window[:, :, 0] @ np.ascontiguousarray(band.T)
+        if last_axis:
+            flat_out[:, target] = flat_in[:, lo - data_start:hi - data_start] @ np.ascontiguousarray(band.T)
         else:
-            out[:, target, :] = np.matmul(np.ascontiguousarray(band), window)
-    return out.reshape(*data.shape[:axis], row_stop - row_start, *data.shape[axis + 1:])
+            flat_out[target] = np.ascontiguousarray(band) @ flat_in[lo - data_start:hi - data_start]
+    out = flat_out.reshape(*moved.shape[:-1], n_rows) if last_axis else flat_out.reshape(
+        n_rows, *moved.shape[1:])
+    return np.moveaxis(out, -1 if last_axis else 0, axis)
