@@ -160,7 +160,8 @@ def _corner_offsets(shape: tuple[int, ...]) -> np.ndarray:
     return np.array([[a, b, c] for a in ends[0] for b in ends[1] for c in ends[2]], dtype=np.float64)
 
 
-def on_plane_grid(array: np.ndarray, affine_lps: np.ndarray, cval: float) -> tuple[np.ndarray, np.ndarray]:
+def on_plane_grid(array: np.ndarray, affine_lps: np.ndarray,
+                  cval: float) -> tuple[np.ndarray, np.ndarray]:
     """``array`` (slice, row, column) of a sheared grid resampled onto ``plane_grid``:
     (float32 array, its orthogonal affine). Orthogonal grids come back unchanged."""
     if not is_sheared(affine_lps, array.shape[0]):

@@ -127,7 +127,8 @@ def apply_along(data: np.ndarray, axis: int, n_in: int, n_out: int, rows: tuple[
                              f"{data_start}-{data_start + n_data}")
         target = slice(block - row_start, block_stop - row_start)
         if last_axis:
-            flat_out[:, target] = flat_in[:, lo - data_start:hi - data_start] @ np.ascontiguousarray(band.T)
+            window = flat_in[:, lo - data_start:hi - data_start]
+            flat_out[:, target] = window @ np.ascontiguousarray(band.T)
         else:
             flat_out[target] = np.ascontiguousarray(band) @ flat_in[lo - data_start:hi - data_start]
     out = flat_out.reshape(*moved.shape[:-1], n_rows) if last_axis else flat_out.reshape(

@@ -71,8 +71,10 @@ class LasView:
         # What a NIfTI header would say: float32 column lengths of the affine.
         header = tuple(float(np.float32(np.linalg.norm(affine[:3, a]))) for a in axes)
         if is_sheared(affine, volume.hu.shape[0]):
-            grid = dicom2nifti_grid(affine, volume.hu.shape, axes[0], axes[1])  # type: ignore[arg-type]
-            return cls(grid.shape, header, affine, axes, (False, False, False), grid)  # type: ignore[arg-type]
+            grid = dicom2nifti_grid(affine, volume.hu.shape,  # type: ignore[arg-type]
+                                    axes[0], axes[1])
+            return cls(grid.shape, header, affine, axes,  # type: ignore[arg-type]
+                       (False, False, False), grid)
         # LPS +x is the patient's left, -y anterior, +z superior.
         flips = (affine[0, axes[0]] < 0, affine[1, axes[1]] > 0, affine[2, axes[2]] < 0)
         shape = tuple(volume.hu.shape[a] for a in axes)

@@ -176,7 +176,8 @@ def _axes(view: LasView, geometry: TaniokaGeometry) -> tuple[_Axis, _Axis, _Axis
     axes = []
     for las_axis in (0, 1):
         n = view.shape[las_axis]
-        zoomed = int(np.round(np.float32(n) * _header_zoom(view.spacing_mm[las_axis], geometry.pixel_mm)))
+        factor = _header_zoom(view.spacing_mm[las_axis], geometry.pixel_mm)
+        zoomed = int(np.round(np.float32(n) * factor))
         canvas = geometry.canvas_px
         if zoomed > canvas + 1:
             offset, n_canvas = -((zoomed - canvas) // 2), canvas
@@ -214,7 +215,8 @@ def _resample(view: LasView, array: np.ndarray, axes: tuple[_Axis, _Axis, _Axis]
     zoomed = [axis.zoomed_rows(c) for axis, c in zip(axes, canvas)]
     if any(stop <= start for start, stop in zoomed):
         return result  # the box lies wholly in the zero padding
-    source: Box = tuple(source_span(a.n_source, a.n_zoomed, *z) for a, z in zip(axes, zoomed))  # type: ignore[assignment]
+    source: Box = tuple(  # type: ignore[assignment]
+        source_span(a.n_source, a.n_zoomed, *z) for a, z in zip(axes, zoomed))
     window = view.sample(array, source, 0.0 if binary else _AIR_HU)
     if not binary:
         data = _windowed(window, geometry)
@@ -322,7 +324,8 @@ def _mask_only(view: LasView, mask: np.ndarray, axes: tuple[_Axis, _Axis, _Axis]
     source_box = view.box_of(mask)
     if source_box is None:
         return out, None
-    reach: Box = tuple(axis.out_rows_touching(s) for axis, s in zip(axes, source_box))  # type: ignore[assignment]
+    reach: Box = tuple(  # type: ignore[assignment]
+        axis.out_rows_touching(s) for axis, s in zip(axes, source_box))
     if any(stop <= start for start, stop in reach):
         return out, None
     out[tuple(slice(start, stop) for start, stop in reach)] = _resample(

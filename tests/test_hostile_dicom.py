@@ -188,7 +188,7 @@ def test_unsupported_transfer_syntax_is_rejected_at_presentation_context(listene
 
 def test_absurd_geometry_is_an_unsupported_series(tmp_path: Path) -> None:
     volume = pytest.importorskip("inference.series_to_volume")
-    from daemon.errors import UnsupportedSeriesError
+    from domain.errors import UnsupportedSeriesError
 
     study, series = generate_uid(), generate_uid()
     slices = [pydicom.dcmread(tiny_ct(tmp_path / f"g{i}.dcm", study, series, i)) for i in range(3)]

@@ -58,7 +58,8 @@ class Case:
 
 
 def _case(folder: Path, tilt_deg: float, geometry: TaniokaGeometry, **phantom: object) -> Case:
-    series = make_head_ct_series(folder / "dicom", gantry_tilt_deg=tilt_deg, **phantom)  # type: ignore[arg-type]
+    series = make_head_ct_series(folder / "dicom", gantry_tilt_deg=tilt_deg,
+                                 **phantom)  # type: ignore[arg-type]
     ct_nifti, mask_nifti = authors_nifti_pair(folder / "dicom", series.hematoma, folder / "nifti")
     return Case(series, ct_nifti, mask_nifti, reference_input(ct_nifti, mask_nifti, geometry))
 
