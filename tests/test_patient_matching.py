@@ -165,7 +165,7 @@ def test_clinical_update_reaches_the_waiting_study(tmp_path: Path) -> None:
     finally:
         intake.stop()
     assert calls[-1] == (["1.2.3"], {"1.2.3": True})
-    from daemon.analysis.study_analysis import StudyIdentity
+    from domain.analysis import StudyIdentity
 
     identity = StudyIdentity("1.2.3", "st-test", "P001", "HOSP", None, None, "20240101110000")
     variables = intake.lookup(identity, CT)

@@ -212,10 +212,9 @@ def test_dicom_server_tls_without_client_ca(tmp_path: Path, pki: Path) -> None:
 
 
 def test_dicom_tls_cert_without_key_is_a_configuration_error(tmp_path: Path, pki: Path) -> None:
-    from daemon.errors import ConfigurationError
-
     from daemon.config import DicomListenerSettings
     from daemon.receive.storage_scp import server_ssl_context
+    from domain.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError):
         server_ssl_context(DicomListenerSettings(tls_cert=pki / "server.pem"))
