@@ -18,9 +18,13 @@ class CTVolume:
         the slice normal (row x column direction cosines), i.e. ascending position.
     affine_lps:
         4x4 matrix mapping voxel indices (slice, row, column, 1) to DICOM patient
-        coordinates (LPS, mm).
+        coordinates (LPS, mm). Column 0 is the step from one slice to the next; for a
+        gantry-tilted series it is not parallel to the image plane's normal (a sheared
+        grid: the slices are kept as acquired, see inference/gantry_tilt.py).
     spacing_mm:
-        (slice spacing, row spacing, column spacing) in mm.
+        (slice spacing, row spacing, column spacing) in mm; the slice spacing is the gap
+        between slice planes along their normal, so the product is the voxel volume
+        whether or not the grid is sheared.
     sop_instance_uids:
         SOP Instance UID of the image behind each slice, in slice order.
     series_instance_uid, study_instance_uid:
@@ -28,6 +32,9 @@ class CTVolume:
     source_frames:
         1-based frame number of each slice in its source instance (all 1 for single-frame
         CT images; the frame order of a multi-frame Enhanced CT image). Empty = all 1.
+    slice_thickness_mm, kvp:
+        Slice Thickness and KVP of the source images when they state them (the published
+        models' domain is stated in these terms); None when unknown.
     """
 
     hu: np.ndarray
@@ -37,6 +44,8 @@ class CTVolume:
     series_instance_uid: str
     study_instance_uid: str
     source_frames: tuple[int, ...] = ()
+    slice_thickness_mm: float | None = None
+    kvp: float | None = None
 
     def __post_init__(self) -> None:
         if self.hu.ndim != 3:

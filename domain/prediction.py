@@ -17,6 +17,11 @@ class ExpansionPrediction:
     ``clinically_validated`` is True only when the weights' model card says they were
     trained and validated on real patient data for this intended use; otherwise the
     report and alert must present the value as not for clinical use.
+
+    ``outside_published_domain`` says, one plain-English sentence each, how this input
+    departs from the data the model's authors published it on (slices thicker than
+    theirs, an automatic mask where theirs were drawn by experts, an image-only
+    fallback, ...); empty when it does not. The SR and the alert must carry each one.
     """
 
     probability: float
@@ -28,6 +33,7 @@ class ExpansionPrediction:
     variables_missing: tuple[str, ...]
     image_only_fallback: bool
     notes: tuple[str, ...] = field(default_factory=tuple)
+    outside_published_domain: tuple[str, ...] = field(default_factory=tuple)
 
 
 def prediction_unavailable_reason(model_configured: bool, missing: tuple[str, ...]) -> str:

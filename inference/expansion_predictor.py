@@ -23,6 +23,7 @@ from domain.prediction import ExpansionPrediction
 from inference.model_card import ModelCard
 from inference.parameters import DeviceChoice, PredictorOptions
 from inference.prediction import ExpansionPredictor
+from inference.published_domain import outside_published_domain, tilt_statement
 from inference.tanioka_preprocessing import ALGORITHM_NAME as PREPROCESSING_NAME
 from inference.tanioka_preprocessing import ALGORITHM_VERSION as PREPROCESSING_VERSION
 from inference.tanioka_preprocessing import geometry_for_shape, hematoma_image
@@ -132,7 +133,8 @@ class TaniokaPredictor:
             log.info("event=prediction_skipped reason=missing_variables missing=%s", ",".join(missing))
             return None
         card = loaded.card
-        image = hematoma_image(volume, mask, geometry_for_shape(card.input_shape))[np.newaxis]
+        geometry = geometry_for_shape(card.input_shape)
+        image = hematoma_image(volume, mask, geometry)[np.newaxis]
         vector = (clinical_vector(clinical, card) if use_multimodal
                   else np.zeros((1, 0), np.float32))
         probability = self._run(loaded, image, vector)
@@ -144,6 +146,9 @@ class TaniokaPredictor:
         if not use_multimodal:
             notes.append("image-only fallback (CNN Model 2): clinical variables missing: "
                          + (", ".join(missing) if missing else "none"))
+        tilt = tilt_statement(volume)
+        if tilt is not None:
+            notes.append(tilt)
         if not card.clinically_validated:
             notes.append("NOT clinically validated: weights' model card says so; not for clinical use")
         log.info("event=prediction model=%s version=%s device=%s fallback=%s validated=%s",
@@ -159,6 +164,8 @@ class TaniokaPredictor:
             variables_missing=missing,
             image_only_fallback=not use_multimodal,
             notes=tuple(notes),
+            outside_published_domain=outside_published_domain(
+                volume, mask, geometry, missing, image_only_fallback=not use_multimodal),
         )
 
 

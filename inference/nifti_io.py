@@ -3,6 +3,11 @@ NIfTI CTs and masks of a site's training data read in.
 
 A CTVolume is indexed (slice, row, column) in DICOM LPS; NIfTI is (i, j, k) in RAS. So
 i = column, j = row, k = slice, and the affine's x and y flip sign.
+
+A gantry-tilted volume is written on an orthogonal grid (one slice per acquired plane,
+each moved within its plane: ``gantry_tilt.plane_grid``), as dcm2niix does, because
+most NIfTI readers (ITK and the viewers built on it) drop the shear of a sheared affine
+and would misplace every slice but the first.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 
 from domain.errors import InvalidInputError
 from domain.imaging import CTVolume, HematomaMask, VolumeGeometry
+from inference.gantry_tilt import grid_spacing_mm, on_plane_grid
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
 _SLICE_ROW_COLUMN_TO_IJK = [2, 1, 0, 3]          # affine column order, also its own inverse
@@ -23,22 +29,31 @@ _SLICE_ROW_COLUMN_TO_IJK = [2, 1, 0, 3]          # affine column order, also its
 
 def nifti_affine(volume: CTVolume | VolumeGeometry) -> np.ndarray:
     """The RAS affine of ``volume`` for an (i=column, j=row, k=slice) array."""
-    return _LPS_TO_RAS @ volume.affine_lps[:, _SLICE_ROW_COLUMN_TO_IJK]
+    return _ras_affine(volume.affine_lps)
+
+
+def _ras_affine(affine_lps: np.ndarray) -> np.ndarray:
+    return _LPS_TO_RAS @ affine_lps[:, _SLICE_ROW_COLUMN_TO_IJK]
 
 
 def volume_to_nifti(volume: CTVolume) -> nib.Nifti1Image:
-    """The CT in HU as an int16 NIfTI image with the volume's geometry."""
-    data = np.clip(np.rint(volume.hu), -32768, 32767).astype(np.int16).transpose(2, 1, 0)
-    image = nib.Nifti1Image(data, nifti_affine(volume))
+    """The CT in HU as an int16 NIfTI image; a tilted volume on its orthogonal grid
+    (air, -1000 HU, where no acquired slice reaches)."""
+    hu, affine = on_plane_grid(volume.hu, volume.affine_lps, cval=-1000.0)
+    data = np.clip(np.rint(hu), -32768, 32767).astype(np.int16).transpose(2, 1, 0)
+    image = nib.Nifti1Image(data, _ras_affine(affine))
     image.header.set_xyzt_units("mm")
     return image
 
 
 def mask_to_nifti(volume: VolumeGeometry, mask: HematomaMask) -> nib.Nifti1Image:
-    """The hematoma mask (1 = hematoma) as a uint8 NIfTI image on the CT's grid."""
+    """The hematoma mask (1 = hematoma) as a uint8 NIfTI image on the CT's grid; for a
+    tilted volume, on the same orthogonal grid as ``volume_to_nifti`` (trilinear, >= 0.5)."""
     if mask.mask.shape != volume.shape:
         raise ValueError(f"mask shape {mask.mask.shape} differs from volume shape {volume.shape}")
-    image = nib.Nifti1Image(mask.mask.astype(np.uint8).transpose(2, 1, 0), nifti_affine(volume))
+    values, affine = on_plane_grid(mask.mask, volume.affine_lps, cval=0.0)
+    image = nib.Nifti1Image((np.asarray(values) >= 0.5).astype(np.uint8).transpose(2, 1, 0),
+                            _ras_affine(affine))
     image.header.set_xyzt_units("mm")
     image.header["descrip"] = f"{mask.method_name} {mask.method_version}"[:79].encode("ascii", "replace")
     return image
@@ -63,10 +78,11 @@ def load_nifti_volume(path: Path) -> CTVolume:
     if data.ndim != 3:
         raise InvalidInputError(f"{Path(path).name}: expected a 3-D CT, got shape {data.shape}")
     affine = (_LPS_TO_RAS @ img.affine)[:, _SLICE_ROW_COLUMN_TO_IJK]
-    zooms = img.header.get_zooms()[:3]
     name = Path(path).name
+    # From the affine, not the header's zooms: a sheared affine's slice column is longer
+    # than the gap between planes, and only the gap gives the voxel volume.
     return CTVolume(hu=np.ascontiguousarray(np.transpose(data, (2, 1, 0))), affine_lps=affine,
-                    spacing_mm=(float(zooms[2]), float(zooms[1]), float(zooms[0])),
+                    spacing_mm=grid_spacing_mm(affine),
                     sop_instance_uids=tuple(f"nifti-{name}-{k}" for k in range(data.shape[2])),
                     series_instance_uid=f"nifti-{name}", study_instance_uid=f"nifti-{name}")
 

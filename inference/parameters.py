@@ -25,18 +25,19 @@ def _require(condition: bool, message: str) -> None:
 class GeometryLimits:
     """Checks on the geometry of a series before its voxels are trusted.
 
-    ``max_gantry_tilt_deg``: largest angle between the slice stacking direction and the
-    image plane's normal. ``slice_spacing_tolerance``: largest deviation of a slice gap
-    from the median gap, as a fraction of it.
+    ``max_gantry_tilt_deg``: largest gantry tilt corrected (angle between the slice
+    stacking direction and the image plane's normal); a series tilted further is
+    refused. Scanners tilt their gantry up to about 30 degrees. ``slice_spacing_tolerance``:
+    largest deviation of a slice gap from the median gap, as a fraction of it.
     """
 
     __pydantic_config__ = _FORBID_EXTRA
 
-    max_gantry_tilt_deg: float = 0.5
+    max_gantry_tilt_deg: float = 30.0
     slice_spacing_tolerance: float = 0.05
 
     def __post_init__(self) -> None:
-        _require(0 <= self.max_gantry_tilt_deg < 90, "max_gantry_tilt_deg must lie in [0, 90)")
+        _require(0 <= self.max_gantry_tilt_deg <= 60, "max_gantry_tilt_deg must lie in [0, 60]")
         _require(0 < self.slice_spacing_tolerance < 1, "slice_spacing_tolerance must lie in (0, 1)")
 
 

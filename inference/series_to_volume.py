@@ -3,10 +3,16 @@
 Slices are sorted by Image Position (Patient) projected on the slice normal (row x column
 direction cosines), never by Instance Number or file order. The geometry is checked
 before a voxel is trusted: one orientation, unit and orthogonal direction cosines, one
-pixel spacing and matrix size, slices stacked along the normal (no gantry tilt), evenly
-spaced (no missing or duplicated slices). Rescale slope and intercept are applied per
+pixel spacing and matrix size, evenly spaced along the normal (no missing or duplicated
+slices), positions on one straight line. Rescale slope and intercept are applied per
 slice. Both CT Image Storage (one slice per instance) and multi-frame Enhanced CT (one
 slice per frame, geometry in the functional groups) are read.
+
+A gantry-tilted series (slices stacked off the normal, as routine head CT protocols
+acquire them to spare the lenses) is kept as acquired: its affine's slice column is the
+real step, so it is sheared, each slice stays one source image, and the voxel volume is
+pixel area x the gap between planes (inference/gantry_tilt.py). Only a tilt beyond
+``GeometryLimits.max_gantry_tilt_deg`` or one that changes within the series is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pydicom.pixels import pixel_array
 
 from domain.errors import UnsupportedSeriesError
 from domain.imaging import CTVolume
+from inference.gantry_tilt import grid_spacing_mm
 from inference.parameters import GeometryLimits
 
 _UNIT_TOLERANCE = 1e-3       # |direction cosine| must be 1 within this
@@ -59,13 +66,14 @@ def volume_from_datasets(datasets: Sequence[Dataset], settings: GeometryLimits |
     Returns
     -------
     CTVolume
-        float32 HU, slice 0 lowest along the slice normal, with its LPS affine.
+        float32 HU, slice 0 lowest along the slice normal, with its LPS affine (sheared
+        for a tilted series).
 
     Raises
     ------
     UnsupportedSeriesError
-        Tilted, inconsistent or incomplete geometry, or pixels that cannot be decoded;
-        the message says which.
+        A tilt beyond the limit, inconsistent or incomplete geometry, or pixels that
+        cannot be decoded; the message says which.
     """
     settings = settings or GeometryLimits()
     if not datasets:
@@ -77,9 +85,9 @@ def volume_from_datasets(datasets: Sequence[Dataset], settings: GeometryLimits |
     row_cosine, column_cosine = slices[0].orientation[:3], slices[0].orientation[3:]
     normal = np.cross(row_cosine, column_cosine)
     slices.sort(key=lambda s: float(np.dot(s.position, normal)))
-    step = _slice_step(slices, normal, settings)
-    hu = _stack_hu(slices)
     row_spacing, column_spacing = slices[0].pixel_spacing
+    step = _slice_step(slices, normal, min(row_spacing, column_spacing), settings)
+    hu = _stack_hu(slices)
     affine = np.eye(4)
     affine[:3, 0] = step                           # slice index
     affine[:3, 1] = column_cosine * row_spacing    # row index moves down a column
@@ -89,12 +97,26 @@ def volume_from_datasets(datasets: Sequence[Dataset], settings: GeometryLimits |
     return CTVolume(
         hu=hu,
         affine_lps=affine,
-        spacing_mm=(float(np.linalg.norm(step)), row_spacing, column_spacing),
+        spacing_mm=grid_spacing_mm(affine),
         sop_instance_uids=tuple(s.sop_instance_uid for s in slices),
         series_instance_uid=str(first.SeriesInstanceUID),
         study_instance_uid=str(first.StudyInstanceUID),
         source_frames=tuple(1 if s.frame_index is None else s.frame_index + 1 for s in slices),
+        slice_thickness_mm=_positive_number(first, "SliceThickness"),
+        kvp=_positive_number(first, "KVP"),
     )
+
+
+def _positive_number(ds: Dataset, keyword: str) -> float | None:
+    """A stated positive number (Slice Thickness, KVP), or None when absent or unusable.
+
+    Enhanced CT states both in functional group sequences; they are then left unknown.
+    """
+    try:
+        value = float(ds.get(keyword))
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def _slices_of(ds: Dataset) -> list[_Slice]:
@@ -176,8 +198,10 @@ def _check_same_plane_geometry(slices: list[_Slice]) -> None:
             raise UnsupportedSeriesError("slices have different matrix sizes")
 
 
-def _slice_step(slices: list[_Slice], normal: np.ndarray, settings: GeometryLimits) -> np.ndarray:
-    """The mean displacement from one slice to the next; checks tilt and even spacing."""
+def _slice_step(slices: list[_Slice], normal: np.ndarray, pixel_mm: float,
+                settings: GeometryLimits) -> np.ndarray:
+    """The mean displacement from one slice to the next; checks even spacing, one
+    straight line of positions and a correctable tilt."""
     positions = np.stack([s.position for s in slices])
     gaps = np.diff(positions @ normal)
     median_gap = float(np.median(gaps))
@@ -193,12 +217,21 @@ def _slice_step(slices: list[_Slice], normal: np.ndarray, settings: GeometryLimi
             f"uneven slice spacing: gap {gaps[worst]:.3f} mm after slice {worst + 1}, median "
             f"{median_gap:.3f} mm (missing slices or mixed reconstructions)")
     step = (positions[-1] - positions[0]) / (len(slices) - 1)
+    # A constant tilt keeps every position on the line first + k x step; a tilt or table
+    # step that changes within the series does not, and no single shear corrects it.
+    off_line = positions - (positions[0] + np.arange(len(slices))[:, None] * step)
+    drift = float(np.max(np.linalg.norm(off_line, axis=1)))
+    if drift > pixel_mm / 2:
+        raise UnsupportedSeriesError(
+            f"slice positions leave a straight line by {drift:.2f} mm (over half a pixel): the "
+            "gantry tilt or table step changes within the series, which no single correction undoes")
     cos_tilt = min(1.0, float(np.dot(step, normal)) / float(np.linalg.norm(step)))
     tilt = math.degrees(math.acos(cos_tilt))
     if tilt > settings.max_gantry_tilt_deg:
         raise UnsupportedSeriesError(
-            f"gantry tilt: slices stacked {tilt:.1f} degrees off the slice normal "
-            f"(limit {settings.max_gantry_tilt_deg:g}); resample on the scanner or send an untilted series")
+            f"gantry tilt: slices stacked {tilt:.1f} degrees off the slice normal, beyond the "
+            f"{settings.max_gantry_tilt_deg:g} degrees corrected; resample on the scanner or "
+            "send an untilted series")
     return step
 
 

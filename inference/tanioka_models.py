@@ -1,27 +1,32 @@
 """CNN Model 2 and Multimodal CNN Model 2 of Tanioka et al. 2024, in backend-agnostic Keras 3.
 
-Published layout (SEEDS.md, study A): four 3-D conv blocks, kernels 19x19x7, 19x19x7,
-14x14x5, 11x11x4 (in-plane x in-plane x slices), filters 64, 64, 128, 256, each block
-Conv3D -> BatchNorm -> ReLU -> MaxPool(2); GlobalAveragePooling3D; Dense 512 + ReLU +
-Dropout 0.3; Dense 1 sigmoid. About 34.5 M parameters at input 256 x 256 x 80 x 1.
+As in the authors' published notebooks (CNN_Model_2, Multimodal_Model_2), checked
+layer by layer: four 3-D conv blocks, kernels 19x19x7, 19x19x7, 14x14x5, 11x11x4
+(in-plane x in-plane x slices), filters 64, 64, 128, 256, each block Conv3D ->
+BatchNorm -> ReLU -> MaxPool(2), "valid" padding (the 256 x 256 x 80 input leaves a
+4 x 4 x 1 map); GlobalAveragePooling3D; Dense 512 + ReLU + Dropout 0.3; Dense 1 sigmoid
+(34,534,849 parameters).
 
-Multimodal CNN Model 2: the image branch "without its final block", read here as
-without the Dense(1, sigmoid) head (it ends at the 512-unit dropout), concatenated with
-a clinical branch (Dense 512, Dense 256, each Dense -> BN -> ReLU -> Dropout 0.3), then
-Dense 256 (same pattern) and Dense(1, sigmoid).
+Multimodal CNN Model 2: the clinical branch is built first (Dense 512, Dense 256, each
+Dense -> BN -> ReLU -> Dropout 0.3), then the image branch without its Dense(1) head
+(it ends at the 512-unit dropout); they are concatenated as [clinical, image], then
+Dense 256 (same pattern) and Dense(1, sigmoid) (34,869,953 parameters). Every Conv3D
+and hidden Dense starts from ``he_normal``; the sigmoid heads keep Keras' default
+(glorot uniform), as in the notebooks.
 
-Assumptions, for loading the authors' HDF5 files:
+Why the order matters: a weights-only HDF5 file (or a full-model file whose graph Keras
+3 cannot rebuild) loads by topology, i.e. weight-bearing layers matched in the order
+Keras lists them, and Keras lists the two branches interleaved by depth. Building the
+branches in the authors' order and concatenating in theirs gives the same list, so
+their weights land on the right layers (tests/test_weights_roundtrip.py checks it
+against a graph written as the notebook writes it). Our model takes its inputs as
+[image, clinical] (the authors': [clinical, image]); the input order does not change
+the layer order. The layer names below are our own, stable for the project's .keras
+files.
 
-- Padding "valid" (Keras default), which the 256 x 256 x 80 input allows: the last
-  pooled map is 4 x 4 x 1.
-- The authors' code follows the Keras 3-D CT example, where a block is
-  Conv3D(relu) -> MaxPool -> BatchNorm; SEEDS says Conv -> BN -> ReLU -> Pool. Both
-  hold the same weights in the same order, so ``block_order`` selects the one the
-  model card states (default: the SEEDS order). A full-model HDF5 file carries its own
-  graph and needs no assumption (inference/weights.py loads it as saved).
-- Weights-only HDF5 files load by topology (the order of weight-bearing layers), so
-  our layer names need not match Keras' automatic names; the names below are stable
-  for the project's own .keras files.
+``block_order = "conv_relu_pool_bn"`` (the Keras 3-D CT example's block) holds the same
+weights in the same order; it exists for cards of weights trained that way, not for the
+authors' weights.
 """
 
 from __future__ import annotations
@@ -76,9 +81,14 @@ class ModelSpec:
         return self.architecture == "multimodal_cnn_model2"
 
 
+# The authors' initialiser for every Conv3D and hidden Dense layer.
+_KERNEL_INITIALIZER = "he_normal"
+
+
 def _conv_block(x: object, i: int, filters: int, kernel: tuple[int, int, int],
                 order: BlockOrder, padding: Padding) -> object:
-    conv = layers.Conv3D(filters, kernel, padding=padding, name=f"image_conv{i}")
+    conv = layers.Conv3D(filters, kernel, padding=padding, kernel_initializer=_KERNEL_INITIALIZER,
+                         name=f"image_conv{i}")
     bn = layers.BatchNormalization(name=f"image_bn{i}")
     relu = layers.Activation("relu", name=f"image_relu{i}")
     pool = layers.MaxPooling3D(pool_size=2, name=f"image_pool{i}")
@@ -94,12 +104,13 @@ def _image_features(image: object, spec: ModelSpec) -> object:
     for i, (f, k) in enumerate(zip(spec.filters, spec.kernels), start=1):
         x = _conv_block(x, i, f, k, spec.block_order, spec.padding)
     x = layers.GlobalAveragePooling3D(name="image_gap")(x)
-    x = layers.Dense(spec.dense_units, activation="relu", name="image_dense")(x)
+    x = layers.Dense(spec.dense_units, activation="relu", kernel_initializer=_KERNEL_INITIALIZER,
+                     name="image_dense")(x)
     return layers.Dropout(spec.dropout, name="image_dropout")(x)
 
 
 def _dense_block(x: object, units: int, name: str, dropout: float) -> object:
-    x = layers.Dense(units, name=f"{name}_dense")(x)
+    x = layers.Dense(units, kernel_initializer=_KERNEL_INITIALIZER, name=f"{name}_dense")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     x = layers.Activation("relu", name=f"{name}_relu")(x)
     return layers.Dropout(dropout, name=f"{name}_dropout")(x)
@@ -115,14 +126,18 @@ def build_cnn_model2(spec: ModelSpec | None = None) -> keras.Model:
 
 
 def build_multimodal_cnn_model2(spec: ModelSpec | None = None) -> keras.Model:
-    """Multimodal CNN Model 2: inputs [image, 5 standardised clinical values]."""
+    """Multimodal CNN Model 2: inputs [image, 5 standardised clinical values].
+
+    Layers are created in the authors' order (clinical branch, then image branch) and
+    fused as [clinical, image], so weights saved from their graph load by topology.
+    """
     spec = spec or ModelSpec()
     image = keras.Input(shape=spec.input_shape, name="image")
     clinical = keras.Input(shape=(spec.n_clinical,), name="clinical")
-    img = _image_features(image, spec)
     c = _dense_block(clinical, spec.clinical_units[0], "clinical1", spec.dropout)
     c = _dense_block(c, spec.clinical_units[1], "clinical2", spec.dropout)
-    x = layers.Concatenate(name="fusion_concat")([img, c])
+    img = _image_features(image, spec)
+    x = layers.Concatenate(name="fusion_concat")([c, img])
     x = _dense_block(x, spec.head_units, "fusion", spec.dropout)
     out = layers.Dense(1, activation="sigmoid", name="expansion_probability")(x)
     return keras.Model([image, clinical], out, name="multimodal_cnn_model2")

@@ -9,6 +9,11 @@ Formats:
   Keras 3 cannot rebuild that graph, or the file holds weights only, the graph is built
   from the card and the weights are loaded by topology (weight-bearing layers in order).
 
+Both weights-only formats match layers by their order in the graph, not by name (a
+Keras 3 ``.weights.h5`` by class and position): the card's graph is built in the
+authors' layer order (``tanioka_models``), so a file saved from their graph loads
+into it (tests/test_weights_roundtrip.py).
+
 Either way the loaded model's inputs must match the card, or it is a ModelError.
 """
 

@@ -64,7 +64,8 @@ def prediction(probability: float, validated: bool) -> ExpansionPrediction:
     return ExpansionPrediction(probability=probability, model_name="multimodal-cnn-model2",
                                model_version="0.3.0", weights_origin="test weights",
                                clinically_validated=validated, variables_used=("pt_inr",),
-                               variables_missing=(), image_only_fallback=False)
+                               variables_missing=(), image_only_fallback=False,
+                               outside_published_domain=("matrix 256 x 256, below the published 512",))
 
 
 class Node:
@@ -121,6 +122,7 @@ def test_alert_reaches_webhook_and_email_with_what_staff_need(tmp_path: Path, sm
     assert body["expansion"]["model"] == {"name": "multimodal-cnn-model2", "version": "0.3.0"}
     assert body["expansion"]["not_clinically_validated"] is True
     assert body["expansion"]["notice"] == NOT_VALIDATED_NOTICE
+    assert body["expansion"]["outside_published_domain"] == ["matrix 256 x 256, below the published 512"]
     assert body["brain_score"]["points"] == 7
     assert body["report"]["status"] == "preliminary"
     assert body["reasons"] == [REASON_VOLUME]
@@ -132,7 +134,8 @@ def test_alert_reaches_webhook_and_email_with_what_staff_need(tmp_path: Path, sm
     assert PATIENT_NAME not in subject and "Doe" not in subject and PATIENT_ID not in subject
     text = message.get_payload(decode=True).decode()
     for needed in (PATIENT_ID, "HOSP-A", "ACC-5544", "2026-11-22", "hemex-threshold 1.0.0", "ABC/2",
-                   "NOT CLINICALLY VALIDATED", "BRAIN score"):
+                   "NOT CLINICALLY VALIDATED", "BRAIN score",
+                   "Outside the published domain: matrix 256 x 256, below the published 512"):
         assert needed in text
     assert "Doe" not in text
     assert message["To"] == "stroke-oncall@test.invalid"

@@ -77,6 +77,38 @@ def test_missing_variables_fall_back_to_image_only_and_are_listed(weights: dict[
     assert p.variables_missing == ("pt_inr", "hours_onset_to_ct") and p.variables_used == ()
     assert any("image-only fallback" in n and "pt_inr" in n for n in p.notes)
     assert 0.0 < p.probability < 1.0
+    assert any(s.startswith("image-only CNN Model 2 ran because clinical variables are missing "
+                            "(pt_inr, hours_onset_to_ct)") for s in p.outside_published_domain)
+
+
+def test_prediction_says_where_its_input_leaves_the_published_domain(weights: dict[str, Path]) -> None:
+    """5 mm slices on a 64 x 64 matrix with an automatic mask: three statements, none
+    about clinical variables (all five known)."""
+    predictor = create_predictor(PredictorOptions(weights_path=weights["multimodal"], device="cpu"))
+    vol, mask = _phantom()
+    p = predictor.predict(vol, mask, FULL)
+    assert p is not None
+    assert p.outside_published_domain == (
+        ("source slices 5 mm thick: the published cohorts used slices of 2 mm or thinner "
+        "(resampled to 10 mm here)"),
+        "image matrix 64 x 64: the published cohorts were 512 x 512 or larger",
+        ("hematoma mask made automatically by threshold test: the published model was trained "
+        "and tested on masks drawn by experts"),
+    )
+    assert not any("gantry tilt" in n for n in p.notes)
+
+
+def test_tilted_series_says_its_tilt_was_corrected(weights: dict[str, Path]) -> None:
+    predictor = create_predictor(PredictorOptions(weights_path=weights["multimodal"], device="cpu"))
+    vol, mask = _phantom()
+    affine = vol.affine_lps.copy()
+    affine[:3, 0] = (0, 5.0 * np.tan(np.radians(20)), 5.0)  # each slice 1.8 mm further back
+    tilted = CTVolume(hu=vol.hu, affine_lps=affine, spacing_mm=vol.spacing_mm,
+                      sop_instance_uids=vol.sop_instance_uids, series_instance_uid="1.2",
+                      study_instance_uid="1")
+    p = predictor.predict(tilted, mask, FULL)
+    assert p is not None
+    assert any(n.startswith("gantry tilt of 20.0 degrees corrected") for n in p.notes)
 
 
 def test_missing_variables_without_fallback_gives_no_prediction(weights: dict[str, Path]) -> None:
@@ -97,7 +129,7 @@ def test_unvalidated_card_is_flagged(weights: dict[str, Path]) -> None:
     assert "model card: intended use: tests only" in p.notes
     assert "model card: validation: none stated" in p.notes
     assert "model card: clinically validated: no" in p.notes
-    assert any(n.startswith("preprocessing=Tanioka 2024 preprocessing 1.1") for n in p.notes)
+    assert any(n.startswith("preprocessing=Tanioka 2024 preprocessing 2.0") for n in p.notes)
 
 
 def test_missing_card_stops_the_predictor(weights: dict[str, Path]) -> None:

@@ -135,6 +135,7 @@ UNVALIDATED = ExpansionPrediction(
     probability=0.42, model_name="Tanioka multimodal CNN model 2", model_version="0.0.1-test",
     weights_origin="synthetic phantoms — hemex test suite", clinically_validated=False,
     variables_used=(), variables_missing=("anticoagulant_use", "pt_inr"), image_only_fallback=True,
+    outside_published_domain=("slices 5 mm thick, above the 2 mm of the published cohorts",),
 )
 
 
@@ -376,6 +377,8 @@ def test_unvalidated_prediction_is_labelled_not_for_clinical_use(built):
             if i.ValueType == "CODE" and i.ConceptNameCodeSequence[0].CodeValue == "HEXPRISK"]
     assert risk == ["Not clinically validated"]
     assert "synthetic phantoms — hemex test suite" in _text_items(sr, "Expansion model weights origin")
+    assert ("input outside the published domain: slices 5 mm thick, above the 2 mm of the published cohorts"
+            in _text_items(sr, "Model statement"))
 
 
 def test_no_model_is_stated(built):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import io
 import random
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -21,6 +22,7 @@ from daemon.report.seg_builder import build_segmentation
 from daemon.report.validation import encode_dataset, validate_report_objects
 from domain.errors import UnsupportedSeriesError
 from domain.imaging import HematomaMask
+from inference.gantry_tilt import gantry_tilt_deg
 from inference.series_to_volume import volume_from_datasets
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
 
@@ -79,7 +81,8 @@ def test_feet_first_and_rotated_series_keep_their_geometry(phantom: PhantomSerie
 
 
 @pytest.mark.parametrize(("damage", "reason"), [
-    ("tilt", "gantry tilt"),
+    ("tilt_beyond_limit", "beyond the 30 degrees corrected"),
+    ("tilt_changes", "straight line"),
     ("missing", "uneven slice spacing"),
     ("duplicate", "repeated"),
     ("matrix", "matrix sizes"),
@@ -91,9 +94,14 @@ def test_feet_first_and_rotated_series_keep_their_geometry(phantom: PhantomSerie
 def test_inconsistent_series_are_rejected_with_their_reason(phantom: PhantomSeries, damage: str,
                                                            reason: str) -> None:
     images = _read(phantom)
-    if damage == "tilt":  # each slice shifted 1 mm along y: stacked ~11 degrees off the normal
+    if damage == "tilt_beyond_limit":  # each slice 5 mm along y per 5 mm: 45 degrees
         for index, ds in enumerate(images):
-            ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1] + index,
+            ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1] + 5.0 * index,
+                                       ds.ImagePositionPatient[2]]
+    elif damage == "tilt_changes":  # the shift grows faster than the slices: no single tilt
+        for index, ds in enumerate(images):
+            ds.ImagePositionPatient = [ds.ImagePositionPatient[0],
+                                       ds.ImagePositionPatient[1] + 0.3 * index ** 2,
                                        ds.ImagePositionPatient[2]]
     elif damage == "missing":
         del images[5]
@@ -121,6 +129,27 @@ def test_small_tilt_within_tolerance_is_accepted(phantom: PhantomSeries) -> None
         ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1] + 0.02 * index,
                                    ds.ImagePositionPatient[2]]
     assert volume_from_datasets(images).hu.shape == (SLICES, ROWS, ROWS)
+
+
+@pytest.mark.parametrize("tilt_deg", [12.0, 25.0])
+def test_tilted_series_keeps_its_slices_on_a_sheared_grid(tmp_path: Path, tilt_deg: float) -> None:
+    """Each slice stays the source image it came from; the affine lands on every Image
+    Position; the voxel volume is pixel area x the gap between planes, not x the step."""
+    series = make_head_ct_series(tmp_path, slices=SLICES, rows=ROWS, pixel_mm=PIXEL_MM, slice_mm=SLICE_MM,
+                                 noise_hu=0.0, gantry_tilt_deg=tilt_deg)
+    images = _read(series)
+    volume = volume_from_datasets(images)
+    assert gantry_tilt_deg(volume.affine_lps) == pytest.approx(tilt_deg, abs=1e-6)
+    assert volume.spacing_mm == pytest.approx((SLICE_MM, PIXEL_MM, PIXEL_MM))
+    assert volume.voxel_volume_ml == pytest.approx(abs(np.linalg.det(volume.affine_lps[:3, :3])) / 1000)
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in images}
+    for index in (0, SLICES - 1):
+        ds = by_uid[volume.sop_instance_uids[index]]
+        assert volume.affine_lps @ np.array([index, 0, 0, 1]) == pytest.approx(
+            [*np.array(ds.ImagePositionPatient, float), 1])
+    expected = np.clip(np.rint(series.hu + 1024), 0, 4095) - 1024
+    assert np.array_equal(volume.hu, expected.astype(np.float32))
+    assert volume.slice_thickness_mm == SLICE_MM and volume.kvp == 120
 
 
 def test_multi_frame_image_gives_the_same_volume_and_its_seg_is_valid(phantom: PhantomSeries) -> None:

@@ -1,17 +1,22 @@
-"""Tanioka 2024 preprocessing on synthetic phantoms with known answers (no patient data)."""
+"""Tanioka 2024 preprocessing on synthetic phantoms with known answers (no patient data).
+
+tests/test_tanioka_reference.py compares it with a re-implementation of the authors' code.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from domain.errors import UnsupportedSeriesError
 from domain.imaging import CTVolume, HematomaMask
+from inference.gantry_tilt import gantry_tilt_deg
 from inference.tanioka_preprocessing import (
     PUBLISHED_GEOMETRY,
     TaniokaGeometry,
-    _zoom,
     geometry_for_shape,
+    hematoma_image,
     preprocess_case,
     window_hu,
 )
@@ -45,7 +50,7 @@ def test_window_sets_outside_to_zero_and_scales_by_100() -> None:
 
 def test_display_orientation_after_the_published_rotation() -> None:
     hu = np.zeros((10, 8, 8))
-    hu[:, 2, 5] = 60  # row 2, column 5 on every slice
+    hu[:, 2, 5] = 60  # row 2, column 5 on every slice; zoom factors of 1 keep it exactly
     out = preprocess_case(phantom(hu, (2.0, 1.0, 1.0)), full_mask(phantom(hu, (2.0, 1.0, 1.0))), IDENTITY)
     assert out.ct.shape == (8, 8, 10)
     assert np.argwhere(out.ct[:, :, 0] > 0).tolist() == [[2, 5]]
@@ -89,12 +94,14 @@ def test_same_head_stored_another_way_gives_the_same_input(flip_rows: bool, flip
     assert np.array_equal(got.ct, want.ct) and np.array_equal(got.mask, want.mask)
     # Radiological display: anterior up, the patient's right on the image's left.
     anterior_row, patients_left_col = np.argwhere(want.ct[:, :, 0] > 0)[0]
-    posterior_row, patients_right_col = np.argwhere(want.ct[:, :, 10 - 1 - 3] > 0.8)[0]
+    posterior_row, patients_right_col = np.argwhere(want.ct[:, :, 3] > 0.8)[0]
     assert anterior_row < posterior_row and patients_right_col < patients_left_col
 
 
 @pytest.mark.parametrize("superior_up", [True, False])
-def test_keeps_80_slices_from_the_most_cranial(superior_up: bool) -> None:
+def test_keeps_the_80_most_superior_slices_with_the_vertex_last(superior_up: bool) -> None:
+    """dicom2nifti's LAS puts slice 0 at the bottom; the authors delete the lowest slices
+    beyond 80, so the top of the head is slice 79 however the volume is stored."""
     n = 100
     # HU equal to the distance (in slices) from the vertex: 0 at the top of the head.
     from_vertex = np.arange(n)[::-1] if superior_up else np.arange(n)
@@ -103,29 +110,34 @@ def test_keeps_80_slices_from_the_most_cranial(superior_up: bool) -> None:
     vol = phantom(hu, (2.0, 1.0, 1.0), superior_up)
     out = preprocess_case(vol, full_mask(vol), geo)
     assert out.ct.shape == (4, 4, 80)
-    # Slice k of the output is k slices below the vertex; 80 onward dropped.
-    assert np.allclose(out.ct[1, 1, :], np.arange(80) / 100.0, atol=1e-6)
+    # Slice k of the output is 79 - k slices below the vertex; the 20 lowest are dropped.
+    assert np.allclose(out.ct[1, 1, :], np.arange(80)[::-1] / 100.0, atol=1e-6)
 
 
-def test_fewer_slices_are_padded_caudally_with_zeros() -> None:
+def test_fewer_slices_are_padded_below_with_zeros() -> None:
     hu = np.full((30, 4, 4), 40.0)
     geo = TaniokaGeometry(slice_mm=2.0, n_slices=80, pixel_mm=1.0, canvas_px=4, out_px=4)
     vol = phantom(hu, (2.0, 1.0, 1.0))
     out = preprocess_case(vol, full_mask(vol), geo)
-    assert np.allclose(out.ct[:, :, :30], 0.4)
-    assert not out.ct[:, :, 30:].any() and not out.mask[:, :, 30:].any()
+    assert np.allclose(out.ct[:, :, 50:], 0.4)
+    assert not out.ct[:, :, :50].any() and not out.mask[:, :, :50].any()
 
 
-def test_reslices_1mm_slices_to_2mm() -> None:
-    n = 40  # 40 slices of 1 mm -> 20 slices (scipy zoom keeps both end slices)
-    hu = np.broadcast_to(np.arange(n)[::-1, None, None] * 2.0, (n, 4, 4)).astype(np.float32)
+def test_reslice_is_scipys_cubic_zoom_of_the_rounded_spacing() -> None:
+    """1 mm slices -> 2 mm: scipy's zoom maps the first and last slice onto the first and
+    last (40 slices -> 20, spaced 39/19 mm), with a cubic spline, as the authors ran it."""
+    n = 40
+    profile = np.random.default_rng(4).uniform(5, 95, n)
+    hu = np.broadcast_to(profile[:, None, None], (n, 4, 4)).astype(np.float32)
     geo = TaniokaGeometry(slice_mm=2.0, n_slices=30, pixel_mm=1.0, canvas_px=4, out_px=4)
     vol = phantom(hu, (1.0, 1.0, 1.0))
     out = preprocess_case(vol, full_mask(vol), geo)
-    # Output slice k samples the source at k * 39/19 mm below the vertex; 2 HU per mm; /100.
-    expected = np.arange(20) * (39 / 19) * 2.0 / 100.0
-    assert np.allclose(out.ct[0, 0, :20], expected, atol=1e-5)
-    assert not out.ct[:, :, 20:].any()
+    # Order 3, mode "constant"; the in-plane step then clips to [0, 1].
+    expected = np.clip(ndimage.zoom(profile / 100.0, 20 / 40), 0, 1)
+    assert np.allclose(out.ct[0, 0, 10:], expected, atol=1e-6)
+    assert not out.ct[:, :, :10].any()
+    linear = np.clip(ndimage.zoom(profile / 100.0, 20 / 40, order=1), 0, 1)
+    assert not np.allclose(out.ct[0, 0, 10:], linear, atol=1e-3)  # not the linear zoom
 
 
 def test_inplane_resample_pad_and_resize_keep_physical_size() -> None:
@@ -146,12 +158,14 @@ def test_inplane_resample_pad_and_resize_keep_physical_size() -> None:
     assert out.ct[16, 16, 1] == pytest.approx(0.7, abs=1e-3)
 
 
-def test_mask_rebinarised_at_0_2_after_zoom() -> None:
-    # Linear zoom of [0, 1] to 8 samples gives 0, 1/7, 2/7, ...: only 1/7 < 0.2 and 0 drop.
-    x = np.zeros((1, 1, 2), np.float32)
-    x[..., 1] = 1
-    out = _zoom(x, (1, 1, 4), order=1, binary=True, threshold=0.2)
-    assert out.reshape(-1).tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
+def test_ct_is_clipped_to_the_unit_range_after_the_cubic_zooms() -> None:
+    # A sharp 100 HU edge overshoots under a cubic spline; the authors clip it to 1.
+    hu = np.zeros((4, 16, 16))
+    hu[:, :, 8:] = 100
+    vol = phantom(hu, (2.0, 0.75, 0.75))
+    geo = TaniokaGeometry(slice_mm=2.0, n_slices=4, pixel_mm=0.5, canvas_px=32, out_px=16)
+    out = preprocess_case(vol, full_mask(vol), geo)
+    assert out.ct.max() == 1.0 and out.ct.min() == 0.0
 
 
 def test_hematoma_image_is_ct_times_mask_in_unit_range() -> None:
@@ -178,13 +192,48 @@ def test_published_geometry_output_shape() -> None:
     assert np.allclose(img[128, 128, :], 0.5)
 
 
-def test_non_axial_series_is_refused() -> None:
+def test_oblique_grid_is_refused() -> None:
     hu = np.zeros((4, 4, 4))
     vol = phantom(hu, (2.0, 1.0, 1.0))
     affine = vol.affine_lps.copy()
-    affine[:3, 0] = (2.0, 0, 0)  # slices along left-right: sagittal
-    sagittal = CTVolume(hu=vol.hu, affine_lps=affine, spacing_mm=vol.spacing_mm,
-                        sop_instance_uids=vol.sop_instance_uids, series_instance_uid="1",
-                        study_instance_uid="2")
-    with pytest.raises(UnsupportedSeriesError):
-        preprocess_case(sagittal, full_mask(sagittal), IDENTITY)
+    affine[:3, 0] = (1.8, 0, 0.8)  # slices and columns both mostly left-right: oblique
+    oblique = CTVolume(hu=vol.hu, affine_lps=affine, spacing_mm=vol.spacing_mm,
+                       sop_instance_uids=vol.sop_instance_uids, series_instance_uid="1",
+                       study_instance_uid="2")
+    with pytest.raises(UnsupportedSeriesError, match="oblique"):
+        preprocess_case(oblique, full_mask(oblique), IDENTITY)
+
+
+def sheared(volume: CTVolume, tilt_deg: float) -> CTVolume:
+    """``volume`` with each slice's position moved along the column direction by
+    z x tan(tilt): a gantry-tilted acquisition of other pixels (only the geometry)."""
+    affine = volume.affine_lps.copy()
+    affine[:3, 0] += affine[:3, 1] / np.linalg.norm(affine[:3, 1]) * (
+        np.linalg.norm(affine[:3, 0]) * np.tan(np.radians(tilt_deg)))
+    return CTVolume(hu=volume.hu, affine_lps=affine, spacing_mm=volume.spacing_mm,
+                    sop_instance_uids=volume.sop_instance_uids, series_instance_uid="1.2.3",
+                    study_instance_uid="1.2")
+
+
+@pytest.mark.parametrize("tilt_deg", [0.0, 20.0])
+def test_fast_input_equals_the_full_preprocessing(tilt_deg: float) -> None:
+    """``hematoma_image`` resamples the CT only where the mask is: same values as the
+    whole-volume ``preprocess_case``, on straight and tilted grids."""
+    rng = np.random.default_rng(8)
+    hu = rng.uniform(-50, 150, (30, 48, 40)).astype(np.float32)
+    mask = np.zeros(hu.shape, bool)
+    mask[12:19, 20:31, 5:14] = True
+    mask[22, 40, 30] = True  # a second, one-voxel component far from the first
+    vol = sheared(phantom(hu, (2.5, 1.2, 1.3)), tilt_deg)
+    assert gantry_tilt_deg(vol.affine_lps) == pytest.approx(tilt_deg)
+    geo = TaniokaGeometry(slice_mm=4.0, n_slices=24, pixel_mm=2.0, canvas_px=64, out_px=32)
+    case = preprocess_case(vol, HematomaMask(mask, "test", "0"), geo)
+    fast = hematoma_image(vol, HematomaMask(mask, "test", "0"), geo)
+    assert case.mask.sum() > 0
+    assert np.allclose(fast, case.hematoma_image, atol=1e-6)
+
+
+def test_empty_mask_gives_an_empty_input() -> None:
+    vol = phantom(np.full((10, 8, 8), 40.0), (2.0, 1.0, 1.0))
+    empty = HematomaMask(np.zeros(vol.hu.shape, bool), "test", "0")
+    assert not hematoma_image(vol, empty, IDENTITY).any()

@@ -11,12 +11,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from daemon.cli import main as hemex_main
 from domain.clinical import ClinicalVariables
 from inference.nifti_io import load_nifti_volume
 from inference.tanioka_preprocessing import geometry_for_shape
-from inference.training.augment import augment_image, oversample_indices
+from inference.training.augment import Variant, epoch_variants, flipped_image, rotated_image
 from inference.training.dataset import Case, expansion_label, load_manifest, prepare_images
 from inference.training.metrics import binary_metrics, roc_auc, wilson_interval
 from inference.training.train import TrainConfig, train
@@ -90,17 +91,28 @@ def test_cache_is_not_reused_for_another_mask_with_the_same_case_id(tmp_path: Pa
     assert np.count_nonzero(second) > 2 * np.count_nonzero(first) > 0
 
 
-def test_augmentation_and_oversampling() -> None:
-    rng = np.random.default_rng(0)
+def test_only_expansion_cases_are_augmented_as_the_authors_did() -> None:
     labels = np.array([1, 0, 0, 0, 0, 0, 1, 0])
-    idx = oversample_indices(labels, rng)
-    assert (labels[idx] == 1).sum() == (labels[idx] == 0).sum() == 6
-    assert set(range(8)) <= set(idx.tolist())
+    variants = epoch_variants(labels)
+    for case in range(8):
+        seen = {(v.rotated, v.flipped) for v in variants if v.index == case}
+        if labels[case]:  # as is, rotated 30 degrees, flipped, both: four per epoch
+            assert seen == {(False, False), (True, False), (False, True), (True, True)}
+        else:
+            assert seen == {(False, False)} and Variant(case) in variants
+    assert len(variants) == 8 + 2 * 3
+
+
+def test_rotation_and_flip_are_the_authors() -> None:
     img = np.zeros((16, 16, 4, 1), np.float32)
-    img[4:12, 6:10] = 1.0
-    out = augment_image(img, rng)
-    assert out.shape == img.shape and out.dtype == np.float32
-    assert abs(out.sum() - img.sum()) / img.sum() < 0.15  # rotation keeps the area
+    img[4:12, 6:10] = 0.9
+    img[5, 2, 1] = 1.0
+    rotated = rotated_image(img)
+    expected = np.clip(ndimage.rotate(img[..., 0], 30, reshape=False), 0, 1)  # cubic
+    assert rotated.shape == img.shape and rotated.dtype == np.float32
+    assert np.allclose(rotated[..., 0], expected, atol=1e-6) and rotated.max() <= 1.0
+    flipped = flipped_image(img)
+    assert flipped[5, 13, 1, 0] == 1.0 and flipped[5, 2, 1, 0] == 0.0  # left-right
 
 
 def test_metrics_known_answers() -> None:

@@ -50,6 +50,7 @@ def build_alert_payload(analysis: StudyAnalysis, decision: AlertDecision,
             "not_clinically_validated": not prediction.clinically_validated,
             "image_only_fallback": prediction.image_only_fallback,
             "variables_missing": list(prediction.variables_missing),
+            "outside_published_domain": list(prediction.outside_published_domain),
         }
         if not prediction.clinically_validated:
             expansion["notice"] = NOT_VALIDATED_NOTICE
@@ -131,6 +132,8 @@ def email_body(payload: dict[str, Any]) -> str:
                      f" category {expansion['risk_category']} ({model['name']} {model['version']})")
         if expansion["not_clinically_validated"]:
             lines.append(f"                   {NOT_VALIDATED_NOTICE}")
+        lines += [f"                   Outside the published domain: {reason}"
+                  for reason in expansion["outside_published_domain"]]
     else:
         lines.append(f"Expansion risk:    not available ({payload['expansion_unavailable']})")
     brain = payload["brain_score"]

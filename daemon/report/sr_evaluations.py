@@ -20,6 +20,8 @@ from domain.clinical import PREDICTOR_VARIABLES
 from domain.prediction import NO_MODEL_CONFIGURED
 
 NOT_VALIDATED_STATEMENT = "not clinically validated - not for clinical decisions"
+# Each way the input lies outside what the model's publication validated, in words.
+OUTSIDE_DOMAIN_PREFIX = "input outside the published domain: "
 NO_MODEL_STATEMENT = NO_MODEL_CONFIGURED
 
 _CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
@@ -51,6 +53,8 @@ def qualitative_evaluations(analysis: StudyAnalysis) -> hd.sr.ContainerContentIt
     if analysis.prediction is not None:
         items.append(_text(codes.EXPANSION_MODEL_WEIGHTS, analysis.prediction.weights_origin))
         items += [_text(codes.MODEL_STATEMENT, note) for note in analysis.prediction.notes]
+        items += [_text(codes.MODEL_STATEMENT, f"{OUTSIDE_DOMAIN_PREFIX}{reason}")
+                  for reason in analysis.prediction.outside_published_domain]
     if analysis.measurements.intraventricular_extension is not None:
         items.append(_code(codes.INTRAVENTRICULAR_EXTENSION,
                            codes.YES if analysis.measurements.intraventricular_extension else codes.NO))

@@ -1,42 +1,47 @@
-"""Published augmentation: left-right flips, in-plane rotations up to +-30 degrees, and
-oversampling of expansion cases (only they are repeated, as in study A)."""
+"""The authors' augmentation (notebooks CNN_Model_2 and Multimodal_Model_2).
+
+Only the expansion cases of the training split are augmented: each is added once more
+rotated in-plane by 30 degrees (``ndimage.rotate(image, 30, reshape=False)``: cubic
+spline, clipped to [0, 1]), then every expansion image, rotated or not, once more
+flipped left-right. So each expansion case is seen four times an epoch (as is, rotated,
+flipped, rotated and flipped) and every other case once; that is all their
+oversampling. Validation cases are never augmented.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-MAX_ROTATION_DEG = 30.0
+PUBLISHED_ROTATION_DEG = 30.0
 
 
-def augment_image(image: np.ndarray, rng: np.random.Generator,
-                  max_rotation_deg: float = MAX_ROTATION_DEG) -> np.ndarray:
-    """Random left-right flip (p = 0.5) and in-plane rotation in [-max, +max] degrees.
+@dataclass(frozen=True)
+class Variant:
+    """One training sample of an epoch: which case, rotated and/or flipped."""
 
-    ``image`` is (H, W, slices, 1) in display orientation, so axis 1 is left-right.
-    Rotation is linear and keeps the shape; the hematoma image is zero outside the
-    mask, so the zero fill at the corners adds nothing.
-    """
-    out = image
-    if rng.random() < 0.5:
-        out = out[:, ::-1]
-    angle = float(rng.uniform(-max_rotation_deg, max_rotation_deg))
-    out = ndimage.rotate(out, angle, axes=(0, 1), reshape=False, order=1, mode="constant", cval=0.0)
-    return np.ascontiguousarray(out, dtype=np.float32)
+    index: int
+    rotated: bool = False
+    flipped: bool = False
 
 
-def oversample_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indices of one epoch: every case once, expansion cases repeated to balance, shuffled.
+def epoch_variants(labels: np.ndarray) -> list[Variant]:
+    """Every case as is; expansion cases (label 1) also rotated, flipped, and both."""
+    variants = [Variant(int(i)) for i in range(len(labels))]
+    for i in np.flatnonzero(np.asarray(labels) == 1):
+        variants += [Variant(int(i), rotated=True), Variant(int(i), flipped=True),
+                     Variant(int(i), rotated=True, flipped=True)]
+    return variants
 
-    With n negatives and p positives (p < n), positives appear about n / p times.
-    """
-    labels = np.asarray(labels)
-    pos = np.flatnonzero(labels == 1)
-    neg = np.flatnonzero(labels == 0)
-    idx = [np.arange(len(labels))]
-    if 0 < len(pos) < len(neg):
-        extra = len(neg) - len(pos)
-        idx.append(np.resize(rng.permutation(pos), extra))
-    out = np.concatenate(idx)
-    rng.shuffle(out)
-    return out
+
+def rotated_image(image: np.ndarray, angle_deg: float = PUBLISHED_ROTATION_DEG) -> np.ndarray:
+    """``image`` (H, W, slices, 1) rotated in-plane as the authors rotate it, clipped."""
+    out = ndimage.rotate(image[..., 0], angle_deg, reshape=False)
+    return np.clip(out, 0.0, 1.0)[..., np.newaxis].astype(np.float32)
+
+
+def flipped_image(image: np.ndarray) -> np.ndarray:
+    """Left-right flip: the authors flip axis 2 of their (case, H, W, slices) stack."""
+    return np.ascontiguousarray(image[:, ::-1])

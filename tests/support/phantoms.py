@@ -10,6 +10,12 @@ Rescale Intercept -1024), so the whole receive -> volume -> mask path runs on th
 ``lesion_labels`` replaces the ellipsoid by a label map (1 intraparenchymal, 2
 extra-axial, 3 oedema, 4 intraventricular blood), e.g. the real lesion map of
 ../shared/data/blast_ct_v1 resampled onto the phantom's grid.
+
+``gantry_tilt_deg`` writes the series as scanners write a tilted axial acquisition:
+Image Orientation (Patient) stays axial, each slice's Image Position is shifted along
+the column direction by z x tan(tilt), and Gantry/Detector Tilt is set. The pixels are
+the same head sampled where each shifted slice lies, so the hematoma's true volume does
+not depend on the tilt.
 """
 
 from __future__ import annotations
@@ -51,11 +57,12 @@ def _ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre: tuple[float,
 def head_hu(slices: int, rows: int, pixel_mm: float, slice_mm: float,
             hematoma_radii_mm: tuple[float, float, float] | None,
             hematoma_centre_mm: tuple[float, float, float], lesion_labels: np.ndarray | None,
-            noise_hu: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+            noise_hu: float, seed: int, gantry_tilt_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(HU volume, hematoma truth), both (slices, rows, rows); slice 0 is the most caudal.
 
     Slices thicker than 1.5 mm average three thin sub-slices, so edges carry the partial
-    volume a real scanner gives them (the hardest part for a threshold).
+    volume a real scanner gives them (the hardest part for a threshold). With a gantry
+    tilt, slice k's field of view is shifted along y (posterior) by z_k x tan(tilt).
     """
     samples = 3 if slice_mm >= 1.5 and lesion_labels is None else 1
     hu = np.zeros((slices, rows, rows), np.float32)
@@ -63,7 +70,7 @@ def head_hu(slices: int, rows: int, pixel_mm: float, slice_mm: float,
     for sample in range(samples):
         offset = (sample - (samples - 1) / 2) * slice_mm / samples
         part, truth = _head_hu_at(slices, rows, pixel_mm, slice_mm, offset, hematoma_radii_mm,
-                                  hematoma_centre_mm, lesion_labels)
+                                  hematoma_centre_mm, lesion_labels, gantry_tilt_deg)
         hu += part / samples
         if sample == (samples - 1) // 2:
             hematoma = truth
@@ -75,9 +82,11 @@ def head_hu(slices: int, rows: int, pixel_mm: float, slice_mm: float,
 def _head_hu_at(slices: int, rows: int, pixel_mm: float, slice_mm: float, z_offset_mm: float,
                 hematoma_radii_mm: tuple[float, float, float] | None,
                 hematoma_centre_mm: tuple[float, float, float],
-                lesion_labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    z = ((np.arange(slices) - (slices - 1) / 2) * slice_mm + z_offset_mm)[:, None, None]
-    y = ((np.arange(rows) - (rows - 1) / 2) * pixel_mm)[None, :, None]
+                lesion_labels: np.ndarray | None, gantry_tilt_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    z_slice = (np.arange(slices) - (slices - 1) / 2) * slice_mm
+    z = (z_slice + z_offset_mm)[:, None, None]
+    y = ((np.arange(rows) - (rows - 1) / 2) * pixel_mm)[None, :, None] + tilt_shift_mm(
+        z_slice, gantry_tilt_deg)[:, None, None]
     x = ((np.arange(rows) - (rows - 1) / 2) * pixel_mm)[None, None, :]
     origin = (0.0, 0.0, 0.0)
 
@@ -109,10 +118,16 @@ def _head_hu_at(slices: int, rows: int, pixel_mm: float, slice_mm: float, z_offs
     return hu, hematoma
 
 
+def tilt_shift_mm(z_mm: np.ndarray, gantry_tilt_deg: float) -> np.ndarray:
+    """How far (mm, along +y) a slice at height ``z_mm`` is shifted by the gantry tilt."""
+    return np.asarray(z_mm, dtype=np.float64) * np.tan(np.radians(gantry_tilt_deg))
+
+
 def ct_slice_dataset(pixels_hu: np.ndarray, index: int, position_z: float, *, study_uid: str,
                      series_uid: str, frame_uid: str, patient_id: str, accession: str,
                      pixel_mm: float, slice_mm: float, slices: int, series_description: str,
-                     kernel: str, series_number: int = 2) -> Dataset:
+                     kernel: str, series_number: int = 2, position_y_shift: float = 0.0,
+                     gantry_tilt_deg: float = 0.0) -> Dataset:
     """One CT Image Storage slice with the attributes a scanner sends."""
     rows = pixels_hu.shape[0]
     meta = FileMetaDataset()
@@ -138,7 +153,8 @@ def ct_slice_dataset(pixels_hu: np.ndarray, index: int, position_z: float, *, st
     ds.ConvolutionKernel, ds.KVP = kernel, 120
     ds.ImagesInAcquisition = slices
     half = (rows - 1) / 2 * pixel_mm
-    ds.ImagePositionPatient = [-half, -half, position_z]
+    ds.ImagePositionPatient = [-half, -half + position_y_shift, position_z]
+    ds.GantryDetectorTilt = gantry_tilt_deg
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     ds.SliceLocation = position_z
     ds.PixelSpacing, ds.SliceThickness = [pixel_mm, pixel_mm], slice_mm
@@ -169,26 +185,30 @@ def make_head_ct_series(
     series_description: str = "HEAD NON-CONTRAST 2.5mm",
     kernel: str = "H30s",
     series_number: int = 2,
+    gantry_tilt_deg: float = 0.0,
 ) -> PhantomSeries:
     """Write a synthetic head CT series into ``folder`` (one file per slice).
 
     The slab is centred on the head; ``hematoma_centre_mm`` is (x left, y posterior,
     z superior) from the head's centre. The truth volume is the ellipsoid's
-    (4/3 pi abc), or the voxels labelled 1 in ``lesion_labels``.
+    (4/3 pi abc), or the voxels labelled 1 in ``lesion_labels``. ``gantry_tilt_deg``
+    shears the slice positions along the column direction (module docstring).
     """
     folder.mkdir(parents=True, exist_ok=True)
     study_uid = study_uid or generate_uid()
     series_uid, frame_uid = generate_uid(), generate_uid()
     hu, hematoma = head_hu(slices, rows, pixel_mm, slice_mm, hematoma_radii_mm, hematoma_centre_mm,
-                           lesion_labels, noise_hu, seed)
+                           lesion_labels, noise_hu, seed, gantry_tilt_deg)
     paths = []
     for index in range(slices):
         position_z = (index - (slices - 1) / 2) * slice_mm
+        shift = float(tilt_shift_mm(np.array(position_z), gantry_tilt_deg))
         ds = ct_slice_dataset(hu[index], index, position_z, study_uid=study_uid, series_uid=series_uid,
                               frame_uid=frame_uid, patient_id=patient_id, accession=accession,
                               pixel_mm=pixel_mm, slice_mm=slice_mm, slices=slices,
                               series_description=series_description, kernel=kernel,
-                              series_number=series_number)
+                              series_number=series_number, position_y_shift=shift,
+                              gantry_tilt_deg=gantry_tilt_deg)
         path = folder / f"ct{index:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
