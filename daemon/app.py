@@ -3,10 +3,16 @@
 receive (DICOM) -> assemble -> [jobs: analyse -> report -> dispatch] -> deliver
 intake (HL7)    -> [job: clinical_update] -> analyse (finalise)
 retention (scheduled)
+
+A node runs every stage (role ``all``) or some of them, against a database it may share
+with other nodes (PostgreSQL, docs/deploy-ha.md): ``receive`` (DICOM and HL7 listeners,
+series completion), ``analyse`` (the job runner: analysis, report, dispatch) and
+``deliver`` (the outbox and the retention purge).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import signal
 import threading
@@ -40,43 +46,66 @@ from domain.jobs import JobKind
 log = logging.getLogger(__name__)
 
 
-class Node:
-    """The running daemon: listeners, scheduler, job worker and outbox worker."""
+class Role(str, enum.Enum):
+    """What a node does; several nodes on one database may each take some."""
 
-    def __init__(self, settings: Settings) -> None:
+    RECEIVE = "receive"
+    ANALYSE = "analyse"
+    DELIVER = "deliver"
+    ALL = "all"
+
+
+# A retention pass holds this lease, so that one node at a time purges.
+_RETENTION_LEASE_S = 3600.0
+
+
+class Node:
+    """The running daemon: listeners, scheduler, job worker and outbox worker (those of
+    its roles)."""
+
+    def __init__(self, settings: Settings, roles: frozenset[Role] = frozenset({Role.ALL})) -> None:
         self.settings = settings
+        self.roles = frozenset(Role) if Role.ALL in roles else roles
         for folder in (settings.data_dir, settings.spool_dir, settings.results_dir, settings.log_dir):
             ensure_private_dir(folder)
-        self.db = Database(settings.database_path)
+        self.db = Database.for_settings(settings)
         self.audit = AuditLog(settings.log_dir)
         self.job_wakeup, self.outbox_wakeup = Wakeup(), Wakeup()
         self.scheduler = BackgroundScheduler(timezone="UTC")
-        self.outbox = Outbox(self.db, settings.outbox, build_channels(settings), self.audit)
+        owner = settings.node_name
+        self.outbox = Outbox(self.db, settings.outbox, build_channels(settings), self.audit, owner=owner,
+                             lease_s=max(300.0, settings.cluster.lease_s))
         self.outbox_worker = OutboxWorker(self.outbox, self.outbox_wakeup, settings.outbox.poll_interval_s)
         self.tracker = SeriesTracker(self.db, settings.series, self.job_wakeup)
         self.store = InstanceStore(self.db, settings.spool_dir, settings.dicom.min_free_disk_mb * 1024 * 1024,
                                    self.tracker)
-        # The models are loaded once here and kept warm for every study.
-        self.analyse = AnalyseStage(settings, self.db, configured_masker(settings), configured_predictor(settings),
-                                    self.job_wakeup)
-        self.report = ReportStage(settings, self.db, self.job_wakeup)
-        self.dispatch = DispatchStage(settings, self.db, self.audit, self.outbox_wakeup)
-        clinical = ClinicalUpdateStage(settings.hl7, self.db, self.job_wakeup)
-        handlers: dict[JobKind, JobHandler] = {
-            JobKind.ANALYSE_STUDY: self.analyse.analyse_study,
-            JobKind.REPLAY_STUDY: self.analyse.replay_study,
-            JobKind.FINALISE_STUDY: self.analyse.finalise_study,
-            JobKind.CLINICAL_UPDATE: clinical.clinical_update,
-            JobKind.REPORT_STUDY: self.report.report_study,
-            JobKind.DISPATCH_REPORT: self.dispatch.dispatch_report,
-        }
-        self.runner = JobRunner(self.db, handlers, self.job_wakeup)
-        self.hl7 = Hl7Intake(settings, self.db, self.audit, self.job_wakeup) if settings.hl7.enabled else None
+        self.runner = JobRunner(self.db, self._job_handlers() if Role.ANALYSE in self.roles else {},
+                                self.job_wakeup, owner=owner, lease_s=settings.cluster.lease_s, idle_poll_s=0.5)
+        receives = Role.RECEIVE in self.roles
+        self.hl7 = (Hl7Intake(settings, self.db, self.audit, self.job_wakeup)
+                    if settings.hl7.enabled and receives else None)
         self._dicom_server: ThreadedAssociationServer | None = None
         self._dicom_acceptor: threading.Thread | None = None
         self._metrics: MetricsServer | None = None
         self._stop_requested = False  # set by the SIGTERM/SIGINT handler
         self._signal_handlers_installed = False
+
+    def _job_handlers(self) -> dict[JobKind, JobHandler]:
+        """The stages the job runner runs; the models are loaded here, once, and kept warm."""
+        settings = self.settings
+        analyse = AnalyseStage(settings, self.db, configured_masker(settings), configured_predictor(settings),
+                               self.job_wakeup)
+        report = ReportStage(settings, self.db, self.job_wakeup)
+        dispatch = DispatchStage(settings, self.db, self.audit, self.outbox_wakeup)
+        clinical = ClinicalUpdateStage(settings.hl7, self.db, self.job_wakeup)
+        return {
+            JobKind.ANALYSE_STUDY: analyse.analyse_study,
+            JobKind.REPLAY_STUDY: analyse.replay_study,
+            JobKind.FINALISE_STUDY: analyse.finalise_study,
+            JobKind.CLINICAL_UPDATE: clinical.clinical_update,
+            JobKind.REPORT_STUDY: report.report_study,
+            JobKind.DISPATCH_REPORT: dispatch.dispatch_report,
+        }
 
     @property
     def dicom_port(self) -> int:
@@ -89,35 +118,55 @@ class Node:
         return self._metrics.port if self._metrics is not None else None
 
     def dicom_listener_alive(self) -> bool:
-        """True while the DICOM listener's accept thread runs on an open socket (/healthz)."""
+        """True while the DICOM listener's accept thread runs on an open socket (/healthz);
+        always True on a node without the receive role (it has no listener to lose)."""
+        if Role.RECEIVE not in self.roles:
+            return True
         server, acceptor = self._dicom_server, self._dicom_acceptor
         return (server is not None and server.socket is not None and server.socket.fileno() >= 0
                 and acceptor is not None and acceptor.is_alive())
 
     def start(self) -> None:
-        """Resume unfinished work, then open the listeners."""
-        resumed = self.runner.resume_interrupted()
-        reopened = self.tracker.resume_open_series()
+        """Resume unfinished work, then open the listeners (of this node's roles)."""
         self.scheduler.start()
-        self.scheduler.add_job(self.tracker.check_due, "interval", seconds=self.settings.series.check_interval_s,
-                               id="series-completion", max_instances=1, coalesce=True)
-        if self.settings.retention.enabled:
-            self.scheduler.add_job(self.purge_expired, "interval", hours=self.settings.retention.interval_h,
-                                   id="retention", max_instances=1, coalesce=True)
-            self.scheduler.add_job(self.purge_expired, id="retention-at-start")
-        self.outbox_worker.start()
-        self.runner.start()
-        if self.hl7 is not None:
-            self.hl7.start()
-        threads_before = set(threading.enumerate())
-        self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit)
-        self._dicom_acceptor = _acceptor_thread(threads_before)
+        if Role.ANALYSE in self.roles:
+            resumed = self.runner.resume_interrupted()
+            self.runner.start()
+            log.info("job runner started node=%s resumed_jobs=%d", self.settings.node_name, resumed)
+        if Role.DELIVER in self.roles:
+            self.outbox_worker.start()
+            if self.settings.retention.enabled:
+                self.scheduler.add_job(self.purge_expired, "interval", hours=self.settings.retention.interval_h,
+                                       id="retention", max_instances=1, coalesce=True)
+                self.scheduler.add_job(self.purge_expired, id="retention-at-start")
+        if Role.RECEIVE in self.roles:
+            reopened = self.tracker.resume_open_series()
+            self.scheduler.add_job(self.tracker.check_due, "interval",
+                                   seconds=self.settings.series.check_interval_s, id="series-completion",
+                                   max_instances=1, coalesce=True)
+            if self.hl7 is not None:
+                self.hl7.start()
+            threads_before = set(threading.enumerate())
+            self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit)
+            self._dicom_acceptor = _acceptor_thread(threads_before)
+            log.info("receiving open_series=%d dicom_port=%d", reopened, self.dicom_port)
         self._metrics = start_metrics_server(self.settings, self.db, self.dicom_listener_alive)
-        log.info("node started resumed_jobs=%d open_series=%d dicom_port=%d", resumed, reopened, self.dicom_port)
+        log.info("node started node=%s roles=%s database=%s", self.settings.node_name,
+                 ",".join(sorted(r.value for r in self.roles)), self.db.description)
 
     def purge_expired(self) -> None:
-        """One retention pass (scheduled; its figures go to the metrics)."""
-        purge_expired(self.db, self.settings, time.time())
+        """One retention pass, by one node at a time (its figures go to the metrics)."""
+        now, owner = time.time(), self.settings.node_name
+        with self.db.transaction() as repos:
+            held = repos.leases.try_acquire("retention", owner, now, _RETENTION_LEASE_S)
+        if not held:
+            log.info("retention skipped: another node is purging")
+            return
+        try:
+            purge_expired(self.db, self.settings, now)
+        finally:
+            with self.db.transaction() as repos:
+                repos.leases.release("retention", owner)
 
     def stop(self) -> None:
         """Close the listeners first, then let running work finish."""

@@ -32,13 +32,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from daemon.app import Node
+    from daemon.app import Node, Role
     from daemon.logging_setup import configure_logging
 
     settings = _settings(args)
     configure_logging(settings.logging, settings.log_dir)
     log.info("hemex %s starting settings=%s", __version__, json.dumps(settings.redacted()))
-    node = Node(settings)
+    node = Node(settings, frozenset(Role(r) for r in (args.role or ["all"])))
     node.handle_shutdown_signals()  # before the ports open: a reachable node honours SIGTERM
     node.start()
     node.wait_for_shutdown_signal()
@@ -102,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the node (DICOM and HL7 listeners, analysis, delivery)")
     _add_config_argument(serve)
-    serve.set_defaults(func=_serve)
+    serve.add_argument("--role", action="append", choices=("receive", "analyse", "deliver", "all"),
+                       default=None, help="what this node does (repeatable; default all). Several nodes on one"
+                       " PostgreSQL database may each take some roles (docs/deploy-ha.md)")
+    serve.set_defaults(func=_serve, role=None)
 
     check = commands.add_parser("check-config", help="validate the configuration and print it (secrets masked)")
     _add_config_argument(check)

@@ -10,6 +10,7 @@ daemon with a non-zero exit and a message naming the field.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -277,6 +278,49 @@ class MetricsSettings(_Section):
     port: int = Field(9464, ge=0, le=65535)  # 0 = any free port (tests); see Node.metrics_port
 
 
+class DatabaseSettings(_Section):
+    """Where the node keeps its state (daemon/state/database.py).
+
+    No ``url``: the embedded SQLite file ``<data_dir>/hemex.sqlite3``. A PostgreSQL URL
+    (``postgresql://user@host:5432/hemex``) lets several nodes share one database and one
+    data directory (docs/deploy-ha.md); its password comes from ``password`` (or the
+    environment, ``HEMEX_DATABASE__PASSWORD``) or ``password_file``, never from the URL.
+    """
+
+    url: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    # Connections each node keeps open to PostgreSQL (it also opens up to as many more
+    # under load).
+    pool_size: int = Field(10, ge=1, le=200)
+    connect_timeout_s: Timeout = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url_valid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("postgresql://", "postgresql+psycopg://", "sqlite:///")):
+            raise ValueError("must start with postgresql:// (or sqlite:/// for a file elsewhere)")
+        if "@" in value.split("://", 1)[1].split("/", 1)[0] and ":" in value.split("://", 1)[1].split("@", 1)[0]:
+            raise ValueError("must not carry a password: use database.password or database.password_file")
+        return value
+
+
+class ClusterSettings(_Section):
+    """Several nodes on one PostgreSQL database (docs/deploy-ha.md).
+
+    Jobs and deliveries a node claims carry a lease; a node renews its leases while it
+    works, and when it dies another node takes the work over once they expire.
+    """
+
+    # This node's name in leases and logs (default: the host name). Must differ between
+    # nodes that share a database; a restarted node with the same name takes its own
+    # unfinished work back at once.
+    node_name: str | None = None
+    lease_s: float = Field(60.0, ge=5.0, le=3600.0)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = False
@@ -305,8 +349,10 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     hl7: Hl7Settings = Hl7Settings()
     logging: LoggingSettings = LoggingSettings()
-    retention: RetentionSettings = RetentionSettings()  # issue 5
+    retention: RetentionSettings = RetentionSettings()
     metrics: MetricsSettings = MetricsSettings()  # monitoring for the IT person
+    database: DatabaseSettings = DatabaseSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @model_validator(mode="after")
     def _names_unique(self) -> Settings:
@@ -339,7 +385,19 @@ class Settings(BaseSettings):
 
     @property
     def database_path(self) -> Path:
+        """The embedded SQLite file (used when ``database.url`` is not set)."""
         return self.data_dir / "hemex.sqlite3"
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL of the node database, without its password."""
+        url = self.database.url or f"sqlite:///{self.database_path}"
+        return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    @property
+    def node_name(self) -> str:
+        """This node's name in leases (``cluster.node_name``, default the host name)."""
+        return self.cluster.node_name or socket.gethostname()
 
     @property
     def log_dir(self) -> Path:

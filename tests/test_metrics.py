@@ -164,6 +164,7 @@ def test_healthz_is_200_while_the_listener_runs_and_503_once_it_stops(tmp_path: 
         node.stop()
 
 
+@pytest.mark.sqlite_only
 def test_an_unreadable_database_is_503_on_both_paths(tmp_path: Path) -> None:
     db_path = tmp_path / "hemex.sqlite3"
     db = Database(db_path)

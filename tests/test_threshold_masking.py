@@ -23,6 +23,9 @@ from inference.parameters import ThresholdParameters
 from tests.support.phantoms import HEAD_RADII_MM, SCALP_MM, SKULL_MM, head_hu
 from tests.support.shared_data import shared_data
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 ROWS, PIXEL_MM = 256, 0.9
 MASKER = ThresholdMasker(ThresholdParameters())
 

@@ -25,7 +25,12 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
-from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -100,6 +105,9 @@ class NodeStateCollector(Collector):
         families["hemex_data_dir_free_bytes"].add_metric([], shutil.disk_usage(self._data_dir).free)
         families["hemex_dicom_min_free_disk_bytes"].add_metric([], self._min_free_disk_bytes)
         families["hemex_node"].add_metric([], {"version": __version__})
+        timing = self._db.statement_time
+        families["hemex_database_statements"].add_metric([], timing.statements)
+        families["hemex_database_statement_seconds"].add_metric([], timing.seconds)
         return families.values()
 
     @staticmethod
@@ -130,6 +138,10 @@ class NodeStateCollector(Collector):
         families: dict[str, Any] = {name: GaugeMetricFamily(name, doc, labels=labels)
                                     for name, (doc, labels) in gauges.items()}
         families["hemex_node"] = InfoMetricFamily("hemex_node", "The running hemex version.")
+        families["hemex_database_statements"] = CounterMetricFamily(
+            "hemex_database_statements", "SQL statements this node ran since it started.")
+        families["hemex_database_statement_seconds"] = CounterMetricFamily(
+            "hemex_database_statement_seconds", "Seconds this node spent in SQL statements since it started.")
         return families
 
     @staticmethod
