@@ -7,10 +7,14 @@ retention (scheduled)
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import ssl
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from pynetdicom.transport import ThreadedAssociationServer
@@ -35,6 +39,7 @@ from daemon.report.report_job import ReportStage
 from daemon.retention.purge import purge_expired
 from daemon.state.database import Database
 from domain.durable_files import ensure_private_dir
+from domain.errors import ListenerPortError
 from domain.jobs import JobKind
 
 log = logging.getLogger(__name__)
@@ -108,9 +113,11 @@ class Node:
         self.outbox_worker.start()
         self.runner.start()
         if self.hl7 is not None:
-            self.hl7.start()
+            with _binding("hl7.port", self.settings.hl7.host, self.settings.hl7.port):
+                self.hl7.start()
         threads_before = set(threading.enumerate())
-        self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit)
+        with _binding("dicom.port", self.settings.dicom.host, self.settings.dicom.port):
+            self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit)
         self._dicom_acceptor = _acceptor_thread(threads_before)
         self._metrics = start_metrics_server(self.settings, self.db, self.dicom_listener_alive)
         log.info("node started resumed_jobs=%d open_series=%d dicom_port=%d", resumed, reopened, self.dicom_port)
@@ -162,6 +169,23 @@ class Node:
         while not self._stop_requested:
             time.sleep(0.5)
         self.stop()
+
+
+@contextmanager
+def _binding(setting: str, host: str, port: int) -> Iterator[None]:
+    """Turn a failed bind into a ``ListenerPortError`` naming the setting (exit 2, no traceback)."""
+    try:
+        yield
+    except ssl.SSLError:
+        raise  # a certificate problem, not the address
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = f"; another program holds it (`ss -ltnp 'sport = :{port}'` names it) or another hemex runs"
+        elif exc.errno == errno.EACCES and 0 < port < 1024:
+            hint = "; ports below 1024 need CAP_NET_BIND_SERVICE (docs/admin.md)"
+        raise ListenerPortError(f"cannot listen on {host}:{port} ({setting}): {reason.lower()}{hint}") from exc
 
 
 def _acceptor_thread(threads_before: set[threading.Thread]) -> threading.Thread | None:

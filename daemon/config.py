@@ -10,10 +10,20 @@ daemon with a non-zero exit and a message naming the field.
 from __future__ import annotations
 
 import json
+import sys
+from itertools import combinations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +31,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from daemon.config_errors import describe_toml_error, describe_validation_error
+from domain.errors import ConfigurationError
 from inference.parameters import (
     DeviceChoice,
     GeometryLimits,
@@ -28,6 +40,11 @@ from inference.parameters import (
     PredictorOptions,
     ThresholdParameters,
 )
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (pydantic-settings depends on tomli there)
+    import tomli as tomllib
 
 
 class _Section(BaseModel):
@@ -45,7 +62,7 @@ class DicomListenerSettings(_Section):
     ae_title: str = "HEMEX"
     host: str = "0.0.0.0"
     port: int = Field(11112, ge=0, le=65535)  # 0 = any free port (tests); see Node.dicom_port
-    # Calling AE titles allowed to associate; anything else is rejected at association.
+    # Calling AE titles allowed to C-STORE (any may associate and C-ECHO); empty = any.
     allowed_calling_ae_titles: list[str] = ["STORESCU", "CT_SCANNER"]
     acse_timeout_s: Timeout = 30.0
     dimse_timeout_s: Timeout = 60.0
@@ -317,6 +334,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(repeated)}")
         return self
 
+    @model_validator(mode="after")
+    def _listener_ports_distinct(self) -> Settings:
+        # Caught here so that check-config finds it, and serve stops before any port opens.
+        listeners = [("dicom.port", self.dicom.host, self.dicom.port)]
+        if self.hl7.enabled:
+            listeners.append(("hl7.port", self.hl7.host, self.hl7.port))
+        if self.metrics.enabled:
+            listeners.append(("metrics.port", self.metrics.host, self.metrics.port))
+        for (name_a, host_a, port_a), (name_b, host_b, port_b) in combinations(listeners, 2):
+            if port_a == port_b != 0 and _hosts_overlap(host_a, host_b):
+                raise ValueError(f"{name_a} and {name_b} are both {port_a}: each listener needs a port of its own")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -350,26 +380,45 @@ class Settings(BaseSettings):
         return json.loads(self.model_dump_json())  # SecretStr dumps as "**********"
 
 
+def _hosts_overlap(host_a: str, host_b: str) -> bool:
+    """Whether two listen addresses can clash on one port (the same, or one a wildcard)."""
+    wildcards = {"", "0.0.0.0", "::", "[::]"}
+    return host_a == host_b or host_a in wildcards or host_b in wildcards
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Load settings from defaults, ``config_file``, the environment and ``overrides``.
 
     Raises
     ------
-    pydantic.ValidationError
-        When a value is invalid; the message names the field.
-    FileNotFoundError
-        When ``config_file`` is given but does not exist.
+    ConfigurationError
+        The file is missing or not valid TOML, or a value is invalid; the message names
+        the file and line or the environment variable, and the setting
+        (``daemon.config_errors``).
     """
-    if config_file is not None and not Path(config_file).is_file():
-        raise FileNotFoundError(f"configuration file not found: {config_file}")
     if config_file is None:
-        return Settings(**overrides)
+        try:
+            return Settings(**overrides)
+        except ValidationError as exc:
+            raise ConfigurationError(describe_validation_error(exc, Settings, None, overrides)) from None
     toml_file = Path(config_file)
+    if not toml_file.is_file():
+        raise ConfigurationError(f"configuration file not found: {toml_file}")
+    try:
+        text = toml_file.read_text(encoding="utf-8")
+        tomllib.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"configuration file {toml_file} unreadable: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(describe_toml_error(toml_file, text, exc)) from None
 
     class _SettingsFromFile(Settings):
         model_config = SettingsConfigDict(toml_file=toml_file)
 
-    return _SettingsFromFile(**overrides)
+    try:
+        return _SettingsFromFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc, Settings, toml_file, overrides)) from None
 
 
 def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
