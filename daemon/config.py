@@ -160,6 +160,9 @@ class ReportSettings(_Section):
     # Key Object Selection flagging the slice where the hematoma is largest.
     kos_series_number: int = 9703
     send_key_images: bool = True
+    # Secondary Capture of that slice, outline and figures burned in ("not for diagnosis").
+    send_key_image_capture: bool = True
+    key_capture_series_number: int = 9704
     # Check every SR/SEG with dicom3tools' dciodvfy (and SRs with pixelmed's
     # DicomSRValidator) before it is sent; a tool that is not installed is skipped
     # with a warning. Adds ~10 s of CPU per SR (a JVM start).
@@ -229,6 +232,9 @@ class AlertSettings(_Section):
     min_volume_ml: float = 30.0
     # Alert when the expansion risk category is "high" (only from validated weights).
     on_high_expansion_risk: bool = True
+    # The key image (PNG, figures burned in, no patient name or ID) with each alert:
+    # base64 in the webhook payload's "key_image", an attachment of the e-mail.
+    attach_key_image: bool = True
     webhooks: list[WebhookTarget] = []
     email: EmailSettings = EmailSettings()
 
