@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from flask import Blueprint
 from pynetdicom.transport import ThreadedAssociationServer
 
 from daemon.analyse.analyse_job import AnalyseStage
@@ -25,6 +26,9 @@ from daemon.analyse.models import configured_masker, configured_predictor
 from daemon.assemble.series_tracker import SeriesTracker
 from daemon.audit_log import AuditLog
 from daemon.config import Settings
+from daemon.console.accounts import AccountsFile
+from daemon.console.blueprint import ConsoleDependencies, console_blueprint
+from daemon.console.session_key import load_or_create_session_key
 from daemon.deliver.channels import build_channels
 from daemon.deliver.outbox import Outbox
 from daemon.deliver.outbox_worker import OutboxWorker
@@ -32,12 +36,14 @@ from daemon.dispatch.dispatch_job import DispatchStage
 from daemon.intake.hl7_intake import Hl7Intake
 from daemon.jobs.runner import JobHandler, JobRunner
 from daemon.jobs.wakeup import Wakeup
-from daemon.ops.metrics import MetricsServer, start_metrics_server
+from daemon.ops.metrics import metrics_blueprint
 from daemon.receive.instance_store import InstanceStore
 from daemon.receive.storage_scp import start_listener
 from daemon.report.report_job import ReportStage
 from daemon.retention.purge import purge_expired
 from daemon.state.database import Database
+from daemon.web.app_factory import build_web_app
+from daemon.web.server import WebServer, start_web_server
 from domain.durable_files import ensure_private_dir
 from domain.errors import ListenerPortError
 from domain.jobs import JobKind
@@ -79,7 +85,7 @@ class Node:
         self.hl7 = Hl7Intake(settings, self.db, self.audit, self.job_wakeup) if settings.hl7.enabled else None
         self._dicom_server: ThreadedAssociationServer | None = None
         self._dicom_acceptor: threading.Thread | None = None
-        self._metrics: MetricsServer | None = None
+        self._http: WebServer | None = None
         self._stop_requested = False  # set by the SIGTERM/SIGINT handler
         self._signal_handlers_installed = False
 
@@ -90,8 +96,9 @@ class Node:
 
     @property
     def metrics_port(self) -> int | None:
-        """The bound port of /metrics and /healthz; None when metrics are disabled."""
-        return self._metrics.port if self._metrics is not None else None
+        """The bound port of the HTTP server (/metrics, /healthz, the console); None when
+        it is disabled or could not bind."""
+        return self._http.port if self._http is not None else None
 
     def dicom_listener_alive(self) -> bool:
         """True while the DICOM listener's accept thread runs on an open socket (/healthz)."""
@@ -119,8 +126,34 @@ class Node:
         with _binding("dicom.port", self.settings.dicom.host, self.settings.dicom.port):
             self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit)
         self._dicom_acceptor = _acceptor_thread(threads_before)
-        self._metrics = start_metrics_server(self.settings, self.db, self.dicom_listener_alive)
+        self._http = self._start_http_server()
         log.info("node started resumed_jobs=%d open_series=%d dicom_port=%d", resumed, reopened, self.dicom_port)
+
+    def web_blueprints(self) -> list[Blueprint]:
+        """Every module's routes on the node's HTTP server: the route registry.
+
+        A module that serves something over HTTP adds its blueprint here.
+        """
+        settings = self.settings
+        blueprints = []
+        if settings.metrics.enabled:
+            blueprints.append(metrics_blueprint(self.db, settings.data_dir, settings.dicom.min_free_disk_mb * 2**20,
+                                                self.dicom_listener_alive))
+        if settings.console.enabled:
+            accounts = AccountsFile(settings.console_accounts_path) if settings.console.auth == "accounts" else None
+            blueprints.append(console_blueprint(ConsoleDependencies(
+                settings=settings, db=self.db, audit=self.audit, accounts=accounts,
+                deliver_now=self.outbox_wakeup.notify)))
+        return blueprints
+
+    def _start_http_server(self) -> WebServer | None:
+        blueprints = self.web_blueprints()
+        if not blueprints:
+            return None
+        console = self.settings.console
+        app = build_web_app(blueprints, load_or_create_session_key(self.settings.data_dir),
+                            secure_cookies=console.secure_cookies, session_hours=console.session_hours)
+        return start_web_server(self.settings.metrics.host, self.settings.metrics.port, app)
 
     def purge_expired(self) -> None:
         """One retention pass (scheduled; its figures go to the metrics)."""
@@ -136,8 +169,8 @@ class Node:
         self.runner.stop()
         self.outbox_worker.stop()
         # Last, so /healthz says 503 (listener closed) while running work drains.
-        if self._metrics is not None:
-            self._metrics.stop()
+        if self._http is not None:
+            self._http.stop()
         self.audit.close()
         self.db.close()
         log.info("node stopped")

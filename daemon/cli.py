@@ -103,6 +103,47 @@ def _echo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _console_user(args: argparse.Namespace) -> int:
+    from daemon.console.accounts import AccountsFile
+
+    settings = _settings(args)
+    accounts = AccountsFile(settings.console_accounts_path)
+    if args.action == "list":
+        for account in accounts.accounts().values():
+            print(f"{account.name}\t{account.role}")
+        return 0
+    if not args.name:
+        print(f"hemex console-user {args.action}: give the account's name", file=sys.stderr)
+        return 2
+    if args.action == "remove":
+        if not accounts.remove(args.name):
+            print(f"hemex console-user: no account {args.name} in {accounts.path}", file=sys.stderr)
+            return 1
+        print(f"account {args.name} removed from {accounts.path}; its sessions end at their next request")
+        return 0
+    password = _new_password(args.password_stdin)
+    try:
+        accounts.set(args.name, args.role, password)
+    except ValueError as exc:
+        print(f"hemex console-user: {exc}", file=sys.stderr)
+        return 2
+    print(f"account {args.name} ({args.role}) saved in {accounts.path}")
+    if settings.console.auth != "accounts":
+        print('note: the console uses it once [console] auth = "accounts"')
+    return 0
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("New password: ")
+    if getpass.getpass("Again: ") != first:
+        raise ConfigurationError("the two passwords differ; nothing was changed")
+    return first
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hemex", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"hemex {__version__}")
@@ -139,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_argument(echo)
     echo.add_argument("destination", help="destination name from [[destinations]]")
     echo.set_defaults(func=_echo)
+
+    users = commands.add_parser("console-user", help="add, change, remove or list the web console's local accounts")
+    _add_config_argument(users)
+    users.add_argument("action", choices=("set", "remove", "list"),
+                       help="set: add an account or change its role and password")
+    users.add_argument("name", nargs="?", help="account name (letters, digits, . _ @ -)")
+    users.add_argument("--role", choices=("viewer", "admin"), default="viewer",
+                       help="viewer: sees everything; admin: may also retry dead letters (default viewer)")
+    users.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    users.set_defaults(func=_console_user)
 
     add_train_parser(commands)
     add_evaluate_parser(commands)

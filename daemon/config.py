@@ -292,12 +292,46 @@ class RetentionSettings(_Section):
 
 
 class MetricsSettings(_Section):
-    """The Prometheus /metrics and /healthz HTTP endpoint (monitoring; daemon/metrics.py)."""
+    """The node's one HTTP server: /metrics and /healthz (daemon/ops/metrics.py) and the
+    web console ([console]) share its address."""
 
-    enabled: bool = True
+    enabled: bool = True  # /metrics and /healthz
     # Loopback by default: the figures are not for the network until the admin opens them.
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)  # 0 = any free port (tests); see Node.metrics_port
+
+
+ConsoleAuth = Literal["none", "accounts", "proxy"]
+
+
+class ConsoleSettings(_Section):
+    """The web console for the on-call doctor and the administrator (daemon/console),
+    served on the HTTP server of [metrics] (same host and port)."""
+
+    enabled: bool = True
+    # none: no login, and only requests from this host (loopback, not forwarded by a proxy)
+    # are answered: the state until an administrator configures one of the others.
+    # accounts: local accounts (hemex console-user) with argon2-hashed passwords.
+    # proxy: the user name the hospital's reverse proxy puts in proxy_user_header after its
+    # own login; requests from any other address than trusted_proxies are refused.
+    auth: ConsoleAuth = "none"
+    # accounts: where they are kept (default: console-accounts in the data directory).
+    accounts_file: Path | None = None
+    proxy_user_header: str = "X-Remote-User"
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
+    # proxy: the users who may act (retry dead letters); everyone else may look.
+    admin_users: list[str] = []
+    session_hours: float = Field(12.0, gt=0, le=168)
+    # Send the session cookie over HTTPS only (set true behind a TLS reverse proxy).
+    secure_cookies: bool = False
+    # The studies page shows the studies changed in this many hours.
+    hours_shown: float = Field(24.0, gt=0, le=24 * 31)
+
+    @model_validator(mode="after")
+    def _auth_configured(self) -> ConsoleSettings:
+        if self.auth == "proxy" and not self.trusted_proxies:
+            raise ValueError("auth = \"proxy\" needs trusted_proxies, the reverse proxy's addresses")
+        return self
 
 
 class LoggingSettings(_Section):
@@ -330,6 +364,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     retention: RetentionSettings = RetentionSettings()  # issue 5
     metrics: MetricsSettings = MetricsSettings()  # monitoring for the IT person
+    console: ConsoleSettings = ConsoleSettings()  # issue 15: the web console
 
     @model_validator(mode="after")
     def _names_unique(self) -> Settings:
@@ -346,7 +381,7 @@ class Settings(BaseSettings):
         listeners = [("dicom.port", self.dicom.host, self.dicom.port)]
         if self.hl7.enabled:
             listeners.append(("hl7.port", self.hl7.host, self.hl7.port))
-        if self.metrics.enabled:
+        if self.metrics.enabled or self.console.enabled:
             listeners.append(("metrics.port", self.metrics.host, self.metrics.port))
         for (name_a, host_a, port_a), (name_b, host_b, port_b) in combinations(listeners, 2):
             if port_a == port_b != 0 and _hosts_overlap(host_a, host_b):
@@ -380,6 +415,11 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def console_accounts_path(self) -> Path:
+        """The console's accounts file (``hemex console-user`` writes it)."""
+        return self.console.accounts_file or self.data_dir / "console-accounts"
 
     def redacted(self) -> dict[str, Any]:
         """The settings as plain data with secrets masked, for the start-up log."""

@@ -3,8 +3,9 @@
 # reference), Orthanc (the PACS in tests), dicom3tools (dciodvfy) and pixelmed-apps
 # (DicomSRValidator) to validate the SR and SEG against the standard, openssl (the TLS
 # tests make their certificates with it), systemd (systemd-analyze checks
-# deploy/hemex.service); python3-venv where Debian's python3 lacks it (deploy/*.sh make a
-# virtual environment).
+# deploy/hemex.service); chromium and chromium-driver (the web console's tests drive a
+# real headless browser with selenium); python3-venv where Debian's python3 lacks it
+# (deploy/*.sh make a virtual environment).
 #
 # Debian's orthanc package would start a system Orthanc on ports 4242/8042 and enable it
 # at boot; the tests start their own on free ports, and a node host must not run a stray
@@ -20,6 +21,8 @@ command -v dciodvfy >/dev/null || needed+=(dicom3tools)
 command -v DicomSRValidator >/dev/null || needed+=(pixelmed-apps)
 command -v openssl >/dev/null || needed+=(openssl)
 command -v systemd-analyze >/dev/null || needed+=(systemd)
+command -v chromium >/dev/null || needed+=(chromium)
+command -v chromedriver >/dev/null || needed+=(chromium-driver)
 
 if [ ${#needed[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
