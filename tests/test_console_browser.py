@@ -28,6 +28,9 @@ import pytest
 from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 from daemon.app import Node
 from daemon.console.accounts import AccountsFile
@@ -163,12 +166,21 @@ def _text(browser: WebDriver, selector: str) -> str:
     return browser.find_element(By.CSS_SELECTOR, selector).text
 
 
+def _click_to_next_page(browser: WebDriver, element: WebElement) -> None:
+    """Click something that loads a new page, and wait until the new page is there
+    (a click returns as soon as the browser took it, not when the page has loaded)."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
 def _log_in(browser: WebDriver, name: str, password: str) -> None:
     for field_id, value in (("name", name), ("password", password)):
         field = browser.find_element(By.ID, field_id)
         field.clear()
         field.send_keys(value)
-    browser.find_element(By.ID, "login").click()
+    _click_to_next_page(browser, browser.find_element(By.ID, "login"))
 
 
 def test_login_refuses_a_wrong_password_then_lets_the_doctor_in(browser: WebDriver, scenario: Scenario) -> None:
@@ -202,7 +214,7 @@ def test_studies_page_shows_state_volume_and_risk_of_todays_studies(browser: Web
 def test_study_page_shows_key_image_figures_clinical_sources_and_deliveries(
         browser: WebDriver, scenario: Scenario) -> None:
     browser.get(scenario.base + "/studies")
-    browser.find_element(By.CSS_SELECTOR, "#studies tbody tr[data-handle] a").click()
+    _click_to_next_page(browser, browser.find_element(By.CSS_SELECTOR, "#studies tbody tr[data-handle] a"))
     handle = browser.current_url.rsplit("/", 1)[-1]
     assert handle.startswith("st-") and "PHANTOM" not in browser.current_url  # no PHI in the URL
     image = browser.find_element(By.ID, "key-image")
@@ -242,7 +254,7 @@ def test_dead_letters_retried_from_the_console_reach_the_archive_once_it_is_back
     for row in browser.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr"):
         if "archive" in row.text:
             row.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
-    browser.find_element(By.ID, "retry-selected").click()
+    _click_to_next_page(browser, browser.find_element(By.ID, "retry-selected"))
     assert "4 dead letter(s) queued for delivery again" in _text(browser, ".flash")
     wait_until(lambda: len(archive.receptions()) == 4, timeout_s=30, interval_s=0.2)
     assert {r.modality for r in archive.receptions()} == {"SEG", "KO", "OT", "SR"}
@@ -255,7 +267,7 @@ def test_dead_letters_retried_from_the_console_reach_the_archive_once_it_is_back
 
 def test_the_doctor_on_call_sees_everything_but_cannot_retry(browser: WebDriver, scenario: Scenario) -> None:
     browser.get(scenario.base + "/studies")
-    browser.find_element(By.ID, "logout").click()
+    _click_to_next_page(browser, browser.find_element(By.ID, "logout"))
     assert "/login" in browser.current_url
     _log_in(browser, *VIEWER)
     assert _text(browser, "#user") == "oncall (viewer)"

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from daemon.report.alert_files import alert_paths
+from daemon.report.report_job import KEY_IMAGE_PNG
 from daemon.state.alert_repository import RaisedAlert
 from daemon.state.repositories import Repositories
 from daemon.state.result_repository import StoredResult
@@ -19,7 +20,6 @@ from domain.clinical import PREDICTOR_VARIABLES, VARIABLES, ClinicalVariables, P
 from domain.delivery import Delivery, DeliveryState
 from domain.study import StudyStatus
 
-KEY_IMAGE_PNG = "key-image.png"  # written by daemon/report/report_job.py
 # UCUM units as a reader writes them; variables whose unit is in their name get it here.
 _DISPLAY_UNITS = {"mm[Hg]": "mmHg", "{INR}": "", "{score}": "", "10*9/L": "x10^9/L"}
 _UNITLESS_UNITS = {"hours_onset_to_ct": "h", "age_years": "years"}
