@@ -13,12 +13,17 @@ series completion), ``analyse`` (the job runner: analysis, report, dispatch) and
 from __future__ import annotations
 
 import enum
+import errno
 import logging
 import signal
+import ssl
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from flask import Blueprint
 from pynetdicom.transport import ThreadedAssociationServer
 
 from daemon.analyse.analyse_job import AnalyseStage
@@ -27,6 +32,9 @@ from daemon.analyse.models import configured_masker, configured_predictor
 from daemon.assemble.series_tracker import SeriesTracker
 from daemon.audit_log import AuditLog
 from daemon.config import Settings
+from daemon.console.accounts import AccountsFile
+from daemon.console.blueprint import ConsoleDependencies, console_blueprint
+from daemon.console.session_key import load_or_create_session_key
 from daemon.deliver.channels import build_channels
 from daemon.deliver.outbox import Outbox
 from daemon.deliver.outbox_worker import OutboxWorker
@@ -34,13 +42,16 @@ from daemon.dispatch.dispatch_job import DispatchStage
 from daemon.intake.hl7_intake import Hl7Intake
 from daemon.jobs.runner import JobHandler, JobRunner
 from daemon.jobs.wakeup import Wakeup
-from daemon.ops.metrics import MetricsServer, start_metrics_server
+from daemon.ops.metrics import metrics_blueprint
 from daemon.receive.instance_store import InstanceStore
 from daemon.receive.storage_scp import start_listener
 from daemon.report.report_job import ReportStage
 from daemon.retention.purge import purge_expired
 from daemon.state.database import Database
+from daemon.web.app_factory import build_web_app
+from daemon.web.server import WebServer, start_web_server
 from domain.durable_files import ensure_private_dir
+from domain.errors import ListenerPortError
 from domain.jobs import JobKind
 
 log = logging.getLogger(__name__)
@@ -86,7 +97,7 @@ class Node:
                     if settings.hl7.enabled and receives else None)
         self._dicom_server: ThreadedAssociationServer | None = None
         self._dicom_acceptor: threading.Thread | None = None
-        self._metrics: MetricsServer | None = None
+        self._http: WebServer | None = None
         self._stop_requested = False  # set by the SIGTERM/SIGINT handler
         self._signal_handlers_installed = False
 
@@ -114,8 +125,9 @@ class Node:
 
     @property
     def metrics_port(self) -> int | None:
-        """The bound port of /metrics and /healthz; None when metrics are disabled."""
-        return self._metrics.port if self._metrics is not None else None
+        """The bound port of the HTTP server (/metrics, /healthz, the console); None when
+        it is disabled or could not bind."""
+        return self._http.port if self._http is not None else None
 
     def dicom_listener_alive(self) -> bool:
         """True while the DICOM listener's accept thread runs on an open socket (/healthz);
@@ -145,14 +157,42 @@ class Node:
                                    seconds=self.settings.series.check_interval_s, id="series-completion",
                                    max_instances=1, coalesce=True)
             if self.hl7 is not None:
-                self.hl7.start()
+                with _binding("hl7.port", self.settings.hl7.host, self.settings.hl7.port):
+                    self.hl7.start()
             threads_before = set(threading.enumerate())
-            self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit)
+            with _binding("dicom.port", self.settings.dicom.host, self.settings.dicom.port):
+                self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit)
             self._dicom_acceptor = _acceptor_thread(threads_before)
             log.info("receiving open_series=%d dicom_port=%d", reopened, self.dicom_port)
-        self._metrics = start_metrics_server(self.settings, self.db, self.dicom_listener_alive)
+        self._http = self._start_http_server()
         log.info("node started node=%s roles=%s database=%s", self.settings.node_name,
                  ",".join(sorted(r.value for r in self.roles)), self.db.description)
+
+    def web_blueprints(self) -> list[Blueprint]:
+        """Every module's routes on the node's HTTP server: the route registry.
+
+        A module that serves something over HTTP adds its blueprint here.
+        """
+        settings = self.settings
+        blueprints = []
+        if settings.metrics.enabled:
+            blueprints.append(metrics_blueprint(self.db, settings.data_dir, settings.dicom.min_free_disk_mb * 2**20,
+                                                self.dicom_listener_alive))
+        if settings.console.enabled:
+            accounts = AccountsFile(settings.console_accounts_path) if settings.console.auth == "accounts" else None
+            blueprints.append(console_blueprint(ConsoleDependencies(
+                settings=settings, db=self.db, audit=self.audit, accounts=accounts,
+                deliver_now=self.outbox_wakeup.notify)))
+        return blueprints
+
+    def _start_http_server(self) -> WebServer | None:
+        blueprints = self.web_blueprints()
+        if not blueprints:
+            return None
+        console = self.settings.console
+        app = build_web_app(blueprints, load_or_create_session_key(self.settings.data_dir),
+                            secure_cookies=console.secure_cookies, session_hours=console.session_hours)
+        return start_web_server(self.settings.metrics.host, self.settings.metrics.port, app)
 
     def purge_expired(self) -> None:
         """One retention pass, by one node at a time (its figures go to the metrics)."""
@@ -178,8 +218,8 @@ class Node:
         self.runner.stop()
         self.outbox_worker.stop()
         # Last, so /healthz says 503 (listener closed) while running work drains.
-        if self._metrics is not None:
-            self._metrics.stop()
+        if self._http is not None:
+            self._http.stop()
         self.audit.close()
         self.db.close()
         log.info("node stopped")
@@ -211,6 +251,23 @@ class Node:
         while not self._stop_requested:
             time.sleep(0.5)
         self.stop()
+
+
+@contextmanager
+def _binding(setting: str, host: str, port: int) -> Iterator[None]:
+    """Turn a failed bind into a ``ListenerPortError`` naming the setting (exit 2, no traceback)."""
+    try:
+        yield
+    except ssl.SSLError:
+        raise  # a certificate problem, not the address
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = f"; another program holds it (`ss -ltnp 'sport = :{port}'` names it) or another hemex runs"
+        elif exc.errno == errno.EACCES and 0 < port < 1024:
+            hint = "; ports below 1024 need CAP_NET_BIND_SERVICE (docs/admin.md)"
+        raise ListenerPortError(f"cannot listen on {host}:{port} ({setting}): {reason.lower()}{hint}") from exc
 
 
 def _acceptor_thread(threads_before: set[threading.Thread]) -> threading.Thread | None:

@@ -4,8 +4,9 @@
 # (DicomSRValidator) to validate the SR and SEG against the standard, openssl (the TLS
 # tests make their certificates with it), systemd (systemd-analyze checks
 # deploy/hemex.service), postgresql (the suite's second pass keeps the node's state in a
-# real PostgreSQL server, which the tests start in a temporary folder); python3-venv where
-# Debian's python3 lacks it (deploy/*.sh make a virtual environment).
+# real PostgreSQL server, which the tests start in a temporary folder), chromium and
+# chromium-driver (the web console's tests drive a real headless browser with selenium);
+# python3-venv where Debian's python3 lacks it (deploy/*.sh make a virtual environment).
 #
 # Debian's orthanc and postgresql packages would start a system Orthanc on ports 4242/8042
 # and a PostgreSQL cluster on 5432, and enable both at boot; the tests start their own on
@@ -23,6 +24,8 @@ command -v DicomSRValidator >/dev/null || needed+=(pixelmed-apps)
 command -v openssl >/dev/null || needed+=(openssl)
 command -v systemd-analyze >/dev/null || needed+=(systemd)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || needed+=(postgresql)
+command -v chromium >/dev/null || needed+=(chromium)
+command -v chromedriver >/dev/null || needed+=(chromium-driver)
 
 if [ ${#needed[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

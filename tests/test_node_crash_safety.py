@@ -64,6 +64,7 @@ def test_whole_node_survives_kill_9_at_random_points(tmp_path: Path) -> None:
     assert all(len(uids) == 1 for uids in tally.sr_per_study.values())
     assert all(len(uids) == 1 for uids in tally.seg_per_study.values())
     assert all(len(uids) <= 1 for uids in tally.key_images_per_study.values())  # no second KOS
+    assert all(len(uids) <= 1 for uids in tally.key_captures_per_study.values())  # no second capture
     assert tally.result_uids_match
     # Every study raised its alert (26 ml > the 10 ml rule) through the webhook.
     assert len(tally.alerts_per_study) == 2

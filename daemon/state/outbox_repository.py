@@ -17,6 +17,9 @@ def _delivery(row: Row) -> Delivery:
                     row.created_at, row.delivered_at)
 
 
+_BATCH = 400  # bound parameters per query, well under SQLite's limit
+
+
 class OutboxRepository:
     """The ``outbox`` table."""
 
@@ -92,6 +95,19 @@ class OutboxRepository:
                 "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = :now"
                 " WHERE state = 'dead' AND id = :id"), {"now": now, "id": int(item_id)}).rowcount)
         return count
+
+    def counts_by_study(self, study_uids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``{study_uid: {state: n}}`` for the studies that have outbox items (the console)."""
+        counts: dict[str, dict[str, int]] = {}
+        for start in range(0, len(study_uids), _BATCH):
+            batch = list(study_uids[start:start + _BATCH])
+            marks = ", ".join(f":u{i}" for i in range(len(batch)))
+            rows = self._conn.execute(text(
+                f"SELECT study_uid, state, COUNT(*) AS n FROM outbox WHERE study_uid IN ({marks})"
+                " GROUP BY study_uid, state"), {f"u{i}": uid for i, uid in enumerate(batch)})
+            for row in rows:
+                counts.setdefault(row.study_uid, {})[row.state] = int(row.n)
+        return counts
 
     def counts_by_state(self) -> dict[str, int]:
         """``{"pending": n, "delivered": n, "dead": n}`` (states with no item are absent)."""

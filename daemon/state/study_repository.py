@@ -53,6 +53,12 @@ class StudyRepository:
             raise KeyError("no such study")
         return _status(row)
 
+    def by_handle(self, handle: str) -> StudyStatus | None:
+        """The study whose non-PHI handle is ``handle`` (the console's links), or None."""
+        row = self._conn.execute(text(f"SELECT {_COLUMNS} FROM studies WHERE handle = :handle"),
+                                 {"handle": handle}).first()
+        return None if row is None else _status(row)
+
     def find(self, study_uid: str) -> StudyStatus | None:
         """The study with its state, or None."""
         try:
