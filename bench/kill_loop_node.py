@@ -184,7 +184,10 @@ class _Run:
                        or not self.scanner.sending)
             time.sleep(self.rng.uniform(0.0, 0.01))  # within the store of the next instance
         elif aim == "analysing":
-            self._wait(lambda: self.db.count("SELECT COUNT(*) FROM jobs WHERE state = 'running'") > 0)
+            # The analysis itself (about a second), not the report or dispatch jobs that
+            # follow it in a few milliseconds and may be over before the kill.
+            self._wait(lambda: self.db.count(
+                "SELECT COUNT(*) FROM jobs WHERE state = 'running' AND kind = 'analyse_study'") > 0)
             time.sleep(self.rng.uniform(0.0, self.job_window_s))
         else:  # about the length of one study's SR + SEG association
             self._wait(lambda: len(self.pacs.receptions()) > received_before)

@@ -29,6 +29,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from daemon.analyse.analyse_job import AnalyseStage
 from daemon.analyse.clinical_update_job import ClinicalUpdateStage
 from daemon.analyse.models import configured_masker, configured_predictor
+from daemon.analyse.notice_job import NoticeStage
 from daemon.assemble.series_tracker import SeriesTracker
 from daemon.audit_log import AuditLog
 from daemon.config import Settings
@@ -46,6 +47,7 @@ from daemon.ops.metrics import metrics_blueprint
 from daemon.receive.instance_store import InstanceStore
 from daemon.receive.storage_scp import start_listener
 from daemon.report.report_job import ReportStage
+from daemon.report.warm_validator import WarmSrValidator
 from daemon.retention.purge import purge_expired
 from daemon.state.database import Database
 from daemon.web.app_factory import build_web_app
@@ -87,9 +89,12 @@ class Node:
         self.outbox = Outbox(self.db, settings.outbox, build_channels(settings), self.audit, owner=owner,
                              lease_s=max(300.0, settings.cluster.lease_s))
         self.outbox_worker = OutboxWorker(self.outbox, self.outbox_wakeup, settings.outbox.poll_interval_s)
-        self.tracker = SeriesTracker(self.db, settings.series, self.job_wakeup)
+        self.tracker = SeriesTracker(self.db, settings.series, self.job_wakeup, selection=settings.selection)
         self.store = InstanceStore(self.db, settings.spool_dir, settings.dicom.min_free_disk_mb * 1024 * 1024,
                                    self.tracker)
+        report_settings = settings.report
+        self.sr_validator = (WarmSrValidator() if Role.ANALYSE in self.roles and report_settings.validate_with_dicom3tools
+                             and report_settings.warm_sr_validator else None)
         self.runner = JobRunner(self.db, self._job_handlers() if Role.ANALYSE in self.roles else {},
                                 self.job_wakeup, owner=owner, lease_s=settings.cluster.lease_s, idle_poll_s=0.5)
         receives = Role.RECEIVE in self.roles
@@ -106,9 +111,10 @@ class Node:
         settings = self.settings
         analyse = AnalyseStage(settings, self.db, configured_masker(settings), configured_predictor(settings),
                                self.job_wakeup)
-        report = ReportStage(settings, self.db, self.job_wakeup)
+        report = ReportStage(settings, self.db, self.job_wakeup, sr_validator=self.sr_validator)
         dispatch = DispatchStage(settings, self.db, self.audit, self.outbox_wakeup)
         clinical = ClinicalUpdateStage(settings.hl7, self.db, self.job_wakeup)
+        notice = NoticeStage(settings, self.db, self.audit, self.outbox_wakeup, sr_validator=self.sr_validator)
         return {
             JobKind.ANALYSE_STUDY: analyse.analyse_study,
             JobKind.REPLAY_STUDY: analyse.replay_study,
@@ -116,6 +122,7 @@ class Node:
             JobKind.CLINICAL_UPDATE: clinical.clinical_update,
             JobKind.REPORT_STUDY: report.report_study,
             JobKind.DISPATCH_REPORT: dispatch.dispatch_report,
+            JobKind.NOTIFY_NOT_ANALYSED: notice.notify_not_analysed,
         }
 
     @property
@@ -142,6 +149,8 @@ class Node:
         """Resume unfinished work, then open the listeners (of this node's roles)."""
         self.scheduler.start()
         if Role.ANALYSE in self.roles:
+            if self.sr_validator is not None:
+                self.sr_validator.start()  # warms up while the node opens
             resumed = self.runner.resume_interrupted()
             self.runner.start()
             log.info("job runner started node=%s resumed_jobs=%d", self.settings.node_name, resumed)
@@ -216,6 +225,8 @@ class Node:
             self.hl7.stop()
         self.scheduler.shutdown(wait=True)
         self.runner.stop()
+        if self.sr_validator is not None:
+            self.sr_validator.close()
         self.outbox_worker.stop()
         # Last, so /healthz says 503 (listener closed) while running work drains.
         if self._http is not None:

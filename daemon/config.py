@@ -90,11 +90,26 @@ class DicomListenerSettings(_Section):
 class SeriesCompletionSettings(_Section):
     """When a series counts as fully received."""
 
+    # The longest wait: complete after this long without a new image, whatever else.
     quiet_period_s: float = Field(30.0, gt=0)
     # Complete as soon as the expected number of images (Images in Acquisition) is in.
     use_expected_image_count: bool = True
+    # Without Images in Acquisition: complete after confirm_s without a new image when the
+    # slices received form one evenly spaced stack without gaps (their positions along
+    # the image plane's normal). Images that arrive later reopen the series, and a
+    # corrected report follows. A stack with a gap or a repeated position waits the
+    # quiet period.
+    use_slice_positions: bool = True
+    confirm_s: float = Field(1.0, gt=0, le=5.0)
+    # A stack of fewer slices than this is not trusted to be whole (a scout, a reformat
+    # of a few slices): it waits the quiet period.
+    min_stack_slices: int = Field(10, ge=2)
     # How often open series are looked at (their timers are kept in the database).
     check_interval_s: float = Field(0.5, ge=0.05, le=10.0)
+    # A study none of whose complete series can be analysed gets its "not analysed"
+    # notice after this long without a new image of the study (a usable series may still
+    # be on its way); a usable series arriving later still gets its report.
+    study_settle_s: float = Field(10.0, ge=0)
 
 
 class SeriesSelectionSettings(_Section):
@@ -168,6 +183,10 @@ class ReportSettings(_Section):
     # DicomSRValidator) before it is sent; a tool that is not installed is skipped
     # with a warning. Adds ~10 s of CPU per SR (a JVM start).
     validate_with_dicom3tools: bool = True
+    # Keep DicomSRValidator warm in one long-lived JVM (started with the node; needs a
+    # JDK, else the one-shot command runs): validation then takes well under a second
+    # instead of a JVM start per report.
+    warm_sr_validator: bool = True
     validation_timeout_s: Timeout = 120.0
 
     @field_validator("uid_root")
@@ -233,6 +252,10 @@ class AlertSettings(_Section):
     min_volume_ml: float = 30.0
     # Alert when the expansion risk category is "high" (only from validated weights).
     on_high_expansion_risk: bool = True
+    # Alert when a CT could not be analysed (no usable series, or the analysis failed),
+    # so that nobody waits for a result that will not come; and again when a usable
+    # series arrives later and the study is analysed after all.
+    on_not_analysed: bool = True
     # The key image (PNG, figures burned in, no patient name or ID) with each alert:
     # base64 in the webhook payload's "key_image", an attachment of the e-mail.
     attach_key_image: bool = True

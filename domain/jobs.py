@@ -19,8 +19,10 @@ class JobKind(str, enum.Enum):
     REPORT_STUDY = "report_study"        # daemon/report/report_job.py
     DISPATCH_REPORT = "dispatch_report"  # daemon/dispatch/dispatch_job.py
     CLINICAL_UPDATE = "clinical_update"  # daemon/analyse/clinical_update_job.py (key: patient key)
+    NOTIFY_NOT_ANALYSED = "notify_not_analysed"  # daemon/report/notice_job.py
 
 
+# The jobs whose failure for good leaves a study not analysed (and sends its notice).
 STUDY_JOBS: frozenset[JobKind] = frozenset(
     {JobKind.ANALYSE_STUDY, JobKind.FINALISE_STUDY, JobKind.REPLAY_STUDY, JobKind.REPORT_STUDY,
      JobKind.DISPATCH_REPORT})

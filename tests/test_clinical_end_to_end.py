@@ -251,10 +251,12 @@ def test_labs_after_the_ct_turn_the_preliminary_into_a_final_report(
                 anticoagulant="Y", onset="20261122081610")
     recurrent = oru("S1-HX", [obx(1, "HEMEX-RECURRENT-ICH", "N^No", "", "20261122094500", value_type="CWE",
                                   system="L")], patient_id=ct.patient_id, issuer=ISSUER)
-    acks = send_stream(waiting_node, admission("S1-ADT", ct.patient_id), labs.message("S1-LAB", ct.patient_id),
-                       recurrent)
+    # The history first: the labs complete the predictor's variables, and the final report
+    # they trigger must not race the message after them.
+    acks = send_stream(waiting_node, admission("S1-ADT", ct.patient_id), recurrent,
+                       labs.message("S1-LAB", ct.patient_id))
     assert codes_of(acks) == ["AA", "AA", "AA"]
-    assert [msa(a)[2] for a in acks] == ["S1-ADT", "S1-LAB", "S1-HX"]
+    assert [msa(a)[2] for a in acks] == ["S1-ADT", "S1-HX", "S1-LAB"]
 
     # The final report comes from the labs arriving, long before the 10 min wait runs out.
     preliminary_again, final = pacs.wait_for_srs(ct.study_uid, 2)

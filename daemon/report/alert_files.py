@@ -19,7 +19,7 @@ from daemon.report.alert_message import (
     key_image_field,
     payload_json,
 )
-from daemon.report.alert_rules import decide_alert
+from daemon.report.alert_rules import NOT_ANALYSED_KEY, decide_alert
 from domain.analysis import StudyAnalysis
 from domain.durable_files import ensure_private_dir, write_atomically
 from domain.report import AlertFiles
@@ -43,7 +43,7 @@ def prepare_alert(analysis: StudyAnalysis, settings: AlertSettings, results_dir:
     ``alerts.attach_key_image`` is on: base64 in the webhook payload's ``key_image``, an
     attachment of the e-mail.
     """
-    decision = decide_alert(analysis, settings)
+    decision = decide_alert(analysis, settings, after_notice=already_raised(NOT_ANALYSED_KEY))
     handle = analysis.identity.handle
     if decision is None:
         log.info("no alert study=%s", handle)

@@ -35,6 +35,7 @@ from daemon.report.oru_builder import ORU_FILE_NAME, build_oru_r01, oru_control_
 from daemon.report.seg_builder import build_segmentation
 from daemon.report.sr_builder import build_measurement_report
 from daemon.report.validation import validate_report_objects, write_dataset
+from daemon.report.warm_validator import WarmSrValidator
 from daemon.stage_timer import StageTimer
 from daemon.state.database import Database
 from daemon.state.mask_files import load_mask
@@ -69,11 +70,12 @@ class ReportStage:
     """Runs ``report_study`` jobs."""
 
     def __init__(self, settings: Settings, db: Database, wakeup: Wakeup | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, sr_validator: WarmSrValidator | None = None) -> None:
         self._settings = settings
         self._db = db
         self._wakeup = wakeup
         self._clock = clock
+        self._sr_validator = sr_validator
 
     def report_study(self, study_uid: str) -> None:
         """Build the report of the study's newest analysis that has none yet.
@@ -165,7 +167,8 @@ class ReportStage:
         built.append(("sr.dcm", "SR", sr))
         if settings.report.validate_with_dicom3tools:
             with timer.stage("validate"):
-                validate_report_objects([ds for _, _, ds in built], timeout_s=settings.report.validation_timeout_s)
+                validate_report_objects([ds for _, _, ds in built], timeout_s=settings.report.validation_timeout_s,
+                                        sr_validator=self._sr_validator)
         with timer.stage("write"):
             objects = []
             for name, modality, ds in built:

@@ -65,6 +65,7 @@ instances = Table(
     Column("size_bytes", Integer, nullable=False),
     Column("calling_ae_title", Text, nullable=False),
     Column("received_at", Float, nullable=False),
+    Column("slice_position", Float),  # mm along the image plane's normal (0003)
     Index("instances_by_series", "series_uid"),
     Index("instances_by_study", "study_uid"),
 )

@@ -84,6 +84,12 @@ class StudyRepository:
             {"state": new.value, "reason": reason if keep_reason else None, "now": now, "uid": study_uid})
         return new
 
+    def last_received_at(self, study_uid: str) -> float | None:
+        """When the study's newest image arrived, or None."""
+        value = self._conn.execute(text("SELECT last_received_at FROM studies WHERE study_uid = :uid"),
+                                   {"uid": study_uid}).scalar()
+        return None if value is None else float(value)
+
     def lock(self, study_uid: str) -> None:
         """Hold the study's row until the transaction ends, so that decisions about the
         study (its last series completing, say) are taken by one node at a time."""

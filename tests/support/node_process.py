@@ -56,7 +56,7 @@ class NodeConfig:
 def write_node_config(work: Path, pacs_port: int, pacs_ae_title: str, *, webhook_url: str | None = None,
                       quiet_period_s: float = 20.0, validate_reports: bool = False, data_dir: Path | None = None,
                       node_name: str | None = None, roles: tuple[str, ...] = ("all",),
-                      lease_s: float = 60.0) -> NodeConfig:
+                      lease_s: float = 60.0, study_settle_s: float = 10.0) -> NodeConfig:
     """Write ``work/hemex.toml`` for a node whose data dir is ``work/data`` (or ``data_dir``,
     which several nodes on one PostgreSQL database share).
 
@@ -83,6 +83,7 @@ min_free_disk_mb = 0
 
 [series]
 quiet_period_s = {quiet_period_s}
+study_settle_s = {study_settle_s}
 
 [hl7]
 host = "127.0.0.1"
