@@ -1,8 +1,10 @@
 """Wires the stages into one running node. No stage logic here.
 
 receive (DICOM) -> assemble -> [jobs: analyse -> report -> dispatch] -> deliver
-intake (HL7)    -> [job: clinical_update] -> analyse (finalise)
-retention (scheduled)
+                   dispatch -> [jobs: pair_followups -> report_followup -> dispatch_followup]
+                   dispatch -> [job: escalate_alert, due when unacknowledged]
+intake (HL7)    -> [job: clinical_update] -> analyse (finalise), pair_followups
+retention, site-performance drift check (scheduled)
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import time
 from apscheduler.schedulers.background import BackgroundScheduler
 from pynetdicom.transport import ThreadedAssociationServer
 
+from daemon.alert_links import AlertLinks
 from daemon.analyse.analyse_job import AnalyseStage
 from daemon.analyse.clinical_update_job import ClinicalUpdateStage
+from daemon.analyse.followup_pairing_job import FollowupPairingStage
 from daemon.analyse.models import configured_masker, configured_predictor
 from daemon.assemble.series_tracker import SeriesTracker
 from daemon.audit_log import AuditLog
@@ -25,12 +29,17 @@ from daemon.deliver.channels import build_channels
 from daemon.deliver.outbox import Outbox
 from daemon.deliver.outbox_worker import OutboxWorker
 from daemon.dispatch.dispatch_job import DispatchStage
+from daemon.dispatch.followup_dispatch_job import FollowupDispatchStage
 from daemon.intake.hl7_intake import Hl7Intake
 from daemon.jobs.runner import JobHandler, JobRunner
 from daemon.jobs.wakeup import Wakeup
+from daemon.ops.alert_acknowledgement import AcknowledgementApp
 from daemon.ops.metrics import MetricsServer, start_metrics_server
+from daemon.ops.performance_drift import check_drift
 from daemon.receive.instance_store import InstanceStore
 from daemon.receive.storage_scp import start_listener
+from daemon.report.alert_escalation_job import AlertEscalationStage
+from daemon.report.followup_report_job import FollowupReportStage
 from daemon.report.report_job import ReportStage
 from daemon.retention.purge import purge_expired
 from daemon.state.database import Database
@@ -59,9 +68,16 @@ class Node:
         # The models are loaded once here and kept warm for every study.
         self.analyse = AnalyseStage(settings, self.db, configured_masker(settings), configured_predictor(settings),
                                     self.job_wakeup)
-        self.report = ReportStage(settings, self.db, self.job_wakeup)
+        # Signs acknowledgement links; made (and the node key with it) before any alert.
+        self.alert_links = AlertLinks.from_settings(settings)
+        self.report = ReportStage(settings, self.db, self.job_wakeup, links=self.alert_links)
         self.dispatch = DispatchStage(settings, self.db, self.audit, self.outbox_wakeup)
-        clinical = ClinicalUpdateStage(settings.hl7, self.db, self.job_wakeup)
+        clinical = ClinicalUpdateStage(settings.hl7, self.db, self.job_wakeup,
+                                       pair_followups=settings.followup.enabled)
+        pairing = FollowupPairingStage(settings.followup, self.db, self.job_wakeup)
+        followup_report = FollowupReportStage(settings, self.db, self.job_wakeup, links=self.alert_links)
+        followup_dispatch = FollowupDispatchStage(settings, self.db, self.audit, self.outbox_wakeup)
+        escalation = AlertEscalationStage(settings, self.db, self.outbox_wakeup)
         handlers: dict[JobKind, JobHandler] = {
             JobKind.ANALYSE_STUDY: self.analyse.analyse_study,
             JobKind.REPLAY_STUDY: self.analyse.replay_study,
@@ -69,6 +85,10 @@ class Node:
             JobKind.CLINICAL_UPDATE: clinical.clinical_update,
             JobKind.REPORT_STUDY: self.report.report_study,
             JobKind.DISPATCH_REPORT: self.dispatch.dispatch_report,
+            JobKind.PAIR_FOLLOWUPS: pairing.pair_followups,
+            JobKind.REPORT_FOLLOWUP: followup_report.report_followup,
+            JobKind.DISPATCH_FOLLOWUP: followup_dispatch.dispatch_followup,
+            JobKind.ESCALATE_ALERT: escalation.escalate_alert,
         }
         self.runner = JobRunner(self.db, handlers, self.job_wakeup)
         self.hl7 = Hl7Intake(settings, self.db, self.audit, self.job_wakeup) if settings.hl7.enabled else None
@@ -105,6 +125,9 @@ class Node:
             self.scheduler.add_job(self.purge_expired, "interval", hours=self.settings.retention.interval_h,
                                    id="retention", max_instances=1, coalesce=True)
             self.scheduler.add_job(self.purge_expired, id="retention-at-start")
+        self.scheduler.add_job(self.check_performance, "interval", hours=self.settings.performance.check_interval_h,
+                               id="site-performance", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self.check_performance, id="site-performance-at-start")
         self.outbox_worker.start()
         self.runner.start()
         if self.hl7 is not None:
@@ -112,12 +135,21 @@ class Node:
         threads_before = set(threading.enumerate())
         self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit)
         self._dicom_acceptor = _acceptor_thread(threads_before)
-        self._metrics = start_metrics_server(self.settings, self.db, self.dicom_listener_alive)
+        self._metrics = start_metrics_server(self.settings, self.db, self.dicom_listener_alive,
+                                             AcknowledgementApp(self.db, self.alert_links))
+        if self.settings.alerts.roster and not self.settings.alerts.acknowledgement.public_url:
+            log.warning("alerts escalate but carry no acknowledgement link: set [alerts.acknowledgement]"
+                        " public_url (until then staff acknowledge with hemex alerts --ack CODE)")
         log.info("node started resumed_jobs=%d open_series=%d dicom_port=%d", resumed, reopened, self.dicom_port)
 
     def purge_expired(self) -> None:
         """One retention pass (scheduled; its figures go to the metrics)."""
         purge_expired(self.db, self.settings, time.time())
+
+    def check_performance(self) -> None:
+        """One drift check of the site's observed accuracy (scheduled; figures to the metrics)."""
+        check_drift(self.db, self.settings, time.time())
+        self.outbox_wakeup.notify()
 
     def stop(self) -> None:
         """Close the listeners first, then let running work finish."""

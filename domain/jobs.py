@@ -19,6 +19,10 @@ class JobKind(str, enum.Enum):
     REPORT_STUDY = "report_study"        # daemon/report/report_job.py
     DISPATCH_REPORT = "dispatch_report"  # daemon/dispatch/dispatch_job.py
     CLINICAL_UPDATE = "clinical_update"  # daemon/analyse/clinical_update_job.py (key: patient key)
+    PAIR_FOLLOWUPS = "pair_followups"    # daemon/analyse/followup_pairing_job.py (any study of the patient)
+    REPORT_FOLLOWUP = "report_followup"  # daemon/report/followup_report_job.py (key: the follow-up study)
+    DISPATCH_FOLLOWUP = "dispatch_followup"  # daemon/dispatch/followup_dispatch_job.py (the follow-up)
+    ESCALATE_ALERT = "escalate_alert"    # daemon/report/alert_escalation_job.py (key: alert group ref)
 
 
 STUDY_JOBS: frozenset[JobKind] = frozenset(

@@ -1,4 +1,5 @@
-"""Node state as Prometheus metrics, and a health check, on one small HTTP server.
+"""Node state as Prometheus metrics, a health check and alert acknowledgement links, on
+one small HTTP server.
 
 ``GET /metrics`` serves the Prometheus text format (OpenMetrics when asked), which
 Prometheus, Zabbix, Grafana Agent and Nagios plugins all scrape. Every figure is read
@@ -29,7 +30,10 @@ from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, 
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
+from daemon.alert_links import ACK_PATH
 from daemon.config import MetricsSettings, Settings
+from daemon.ops.alert_acknowledgement import AcknowledgementApp
+from daemon.ops.loop_metrics import ClosedLoopCollector
 from daemon.retention.purge import RETENTION_TASK
 from daemon.state.database import Database
 from daemon.state.monitoring_repository import NodeFigures
@@ -215,14 +219,16 @@ class MetricsServer:
     """
 
     def __init__(self, settings: MetricsSettings, db: Database, data_dir: Path, min_free_disk_bytes: int,
-                 listener_alive: Callable[[], bool]) -> None:
+                 listener_alive: Callable[[], bool], acknowledgements: AcknowledgementApp | None = None) -> None:
         self._settings = settings
         self._db = db
         self._listener_alive = listener_alive
+        self._acknowledgements = acknowledgements  # /alerts/ack/<token>, when alerts carry links
         # A registry of our own, not the global one: several nodes in one process
         # (tests) each export their own state.
         self.registry = CollectorRegistry()
         self.registry.register(NodeStateCollector(db, data_dir, min_free_disk_bytes))
+        self.registry.register(ClosedLoopCollector(db))
         ProcessCollector(registry=self.registry)  # memory, CPU, open files of the node
         self._metrics_app = make_wsgi_app(self.registry)
         self._server: _ThreadingWSGIServer | None = None
@@ -258,6 +264,8 @@ class MetricsServer:
             healthy, details = health(self._db, self._listener_alive)
             return _respond(start_response, "200 OK" if healthy else "503 Service Unavailable",
                             "application/json", json.dumps(details).encode())
+        if path.startswith(ACK_PATH) and self._acknowledgements is not None:
+            return self._acknowledgements(environ, start_response)
         if path != "/metrics":
             return _respond(start_response, "404 Not Found", "text/plain", b"see /metrics and /healthz\n")
         try:
@@ -268,8 +276,8 @@ class MetricsServer:
                             b"node database unreadable\n")
 
 
-def start_metrics_server(settings: Settings, db: Database,
-                         listener_alive: Callable[[], bool]) -> MetricsServer | None:
+def start_metrics_server(settings: Settings, db: Database, listener_alive: Callable[[], bool],
+                         acknowledgements: AcknowledgementApp | None = None) -> MetricsServer | None:
     """The node's running metrics server, or None when disabled or its port is taken.
 
     A port that cannot be bound is logged as an error and the node runs on without
@@ -279,7 +287,7 @@ def start_metrics_server(settings: Settings, db: Database,
     if not settings.metrics.enabled:
         return None
     server = MetricsServer(settings.metrics, db, settings.data_dir,
-                           settings.dicom.min_free_disk_mb * 1024 * 1024, listener_alive)
+                           settings.dicom.min_free_disk_mb * 1024 * 1024, listener_alive, acknowledgements)
     try:
         server.start()
     except OSError as exc:

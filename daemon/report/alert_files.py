@@ -15,6 +15,7 @@ from pathlib import Path
 from daemon.config import AlertSettings
 from daemon.report.alert_message import build_alert_payload, build_email, payload_json
 from daemon.report.alert_rules import decide_alert
+from domain.alerts import AlertAcknowledgement
 from domain.analysis import StudyAnalysis
 from domain.durable_files import ensure_private_dir, write_atomically
 from domain.report import AlertFiles
@@ -30,9 +31,11 @@ def alert_paths(results_dir: Path, handle: str, alert_key: str) -> tuple[Path, P
 
 
 def prepare_alert(analysis: StudyAnalysis, settings: AlertSettings, results_dir: Path,
-                  already_raised: Callable[[str], bool]) -> AlertFiles | None:
+                  already_raised: Callable[[str], bool],
+                  acknowledgement: Callable[[], AlertAcknowledgement | None] | None = None) -> AlertFiles | None:
     """The alert ``analysis`` raises, written to disk, or None (no rule fired, or its key
-    was raised for the study before: ``already_raised(key)``)."""
+    was raised for the study before: ``already_raised(key)``). ``acknowledgement`` gives
+    the group the alert joins (its code and link go into the files)."""
     decision = decide_alert(analysis, settings)
     handle = analysis.identity.handle
     if decision is None:
@@ -41,11 +44,20 @@ def prepare_alert(analysis: StudyAnalysis, settings: AlertSettings, results_dir:
     if already_raised(decision.key):
         log.info("alert already sent study=%s key=%s", handle, decision.key)
         return None
-    payload = build_alert_payload(analysis, decision)
-    json_path, email_path = alert_paths(results_dir, handle, decision.key)
+    ack = acknowledgement() if acknowledgement is not None else None
+    payload = build_alert_payload(analysis, decision, acknowledgement=ack)
+    return write_alert_files(results_dir, handle, decision.key, decision.reasons, payload_json(payload),
+                             build_email(payload), settings, ack)
+
+
+def write_alert_files(results_dir: Path, handle: str, key: str, reasons: tuple[str, ...], payload: bytes,
+                      message: bytes, settings: AlertSettings,
+                      acknowledgement: AlertAcknowledgement | None) -> AlertFiles:
+    """Write one alert's payload (and e-mail, when e-mail is configured) atomically."""
+    json_path, email_path = alert_paths(results_dir, handle, key)
     ensure_private_dir(json_path.parent)
-    write_atomically(json_path, payload_json(payload))
-    email_wanted = settings.email.enabled and bool(settings.email.recipients)
+    write_atomically(json_path, payload)
+    email_wanted = settings.email.enabled and (bool(settings.email.recipients) or bool(settings.contacts))
     if email_wanted:
-        write_atomically(email_path, build_email(payload))
-    return AlertFiles(decision.key, decision.reasons, json_path, email_path if email_wanted else None)
+        write_atomically(email_path, message)
+    return AlertFiles(key, reasons, json_path, email_path if email_wanted else None, acknowledgement)

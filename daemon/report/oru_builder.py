@@ -21,10 +21,16 @@ from daemon.config import Hl7Settings
 from daemon.hl7_escape import escape
 from domain.analysis import StudyAnalysis
 from domain.errors import ReportBuildError
+from domain.study import StudyIdentity
 
 ORU_FILE_NAME = "result.oru.hl7"
 CODING_SYSTEM = "99HEMEX"
 VERSION = "2.5.1"
+
+
+def code_of(code: str, text: str) -> str:
+    """A CWE of the local coding system: code^text^99HEMEX (text escaped)."""
+    return _code(code, text)
 
 
 def _code(code: str, text: str) -> str:
@@ -49,7 +55,23 @@ def build_oru_r01(analysis: StudyAnalysis, settings: Hl7Settings, now: datetime 
         The message does not validate against the HL7 v2.5.1 ORU_R01 structure.
     """
     status = "F" if analysis.completion == "COMPLETE" else "P"
-    identity = analysis.identity
+    return encode_oru_r01(analysis.identity, settings, status,
+                          ("HEMEX-ICH", "Intracerebral hemorrhage CT analysis"), _observations(analysis), now)
+
+
+Observation = tuple[str, str, str, str, str]  # OBX-2, OBX-3, OBX-5, OBX-6, OBX-17
+
+
+def encode_oru_r01(identity: StudyIdentity, settings: Hl7Settings, status: str, service: tuple[str, str],
+                   observations: list[Observation], now: datetime | None = None) -> bytes:
+    """One ORU^R01 (v2.5.1) about ``identity``'s study: OBR-4 ``service`` (code, text),
+    OBR-25 and every OBX-11 ``status`` (P or F), one OBX per observation.
+
+    Raises
+    ------
+    ReportBuildError
+        The message does not validate against the HL7 v2.5.1 ORU_R01 structure.
+    """
     stamp = (now or datetime.now()).strftime("%Y%m%d%H%M%S")
     try:
         msg = Message("ORU_R01", version=VERSION, validation_level=VALIDATION_LEVEL.STRICT)
@@ -77,7 +99,7 @@ def build_oru_r01(analysis: StudyAnalysis, settings: Hl7Settings, now: datetime 
         obr = order.add_segment("OBR")
         obr.obr_1 = "1"
         obr.obr_3 = f"{escape(identity.study_uid)}^{escape(settings.sending_application)}"
-        obr.obr_4 = _code("HEMEX-ICH", "Intracerebral hemorrhage CT analysis")
+        obr.obr_4 = _code(*service)
         if identity.study_datetime:
             obr.obr_7 = identity.study_datetime.split(".")[0][:14]
         if identity.accession_number:
@@ -85,7 +107,7 @@ def build_oru_r01(analysis: StudyAnalysis, settings: Hl7Settings, now: datetime 
         obr.obr_22 = stamp
         obr.obr_24 = "CT"
         obr.obr_25 = status
-        for index, (value_type, code, value, unit, method) in enumerate(_observations(analysis), start=1):
+        for index, (value_type, code, value, unit, method) in enumerate(observations, start=1):
             obx = order.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
             obx.obx_1 = str(index)
             obx.obx_2 = value_type
@@ -104,7 +126,7 @@ def build_oru_r01(analysis: StudyAnalysis, settings: Hl7Settings, now: datetime 
         raise ReportBuildError(f"ORU^R01 could not be built: {exc}") from exc
 
 
-def _observations(a: StudyAnalysis) -> list[tuple[str, str, str, str, str]]:
+def _observations(a: StudyAnalysis) -> list[Observation]:
     """(OBX-2, OBX-3, OBX-5, OBX-6, OBX-17) rows, in the order they are sent."""
     m = a.measurements
     method = _code(escape(m.method_name), f"{m.method_name} {m.method_version}")

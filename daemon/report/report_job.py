@@ -23,9 +23,11 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
+from daemon.alert_links import AlertLinks
 from daemon.config import Settings
 from daemon.jobs.wakeup import Wakeup
 from daemon.report.alert_files import prepare_alert
+from daemon.report.alert_grouping import acknowledgement_for
 from daemon.report.key_image_builder import build_key_images
 from daemon.report.oru_builder import ORU_FILE_NAME, build_oru_r01, oru_control_id
 from daemon.report.seg_builder import build_segmentation
@@ -35,6 +37,7 @@ from daemon.stage_timer import StageTimer
 from daemon.state.database import Database
 from daemon.state.mask_files import load_mask
 from daemon.state.result_repository import StoredResult
+from domain.alerts import AlertAcknowledgement
 from domain.analysis import AnalysisRecord
 from domain.clinical import PREDICTOR_VARIABLES
 from domain.durable_files import write_atomically
@@ -51,11 +54,12 @@ class ReportStage:
     """Runs ``report_study`` jobs."""
 
     def __init__(self, settings: Settings, db: Database, wakeup: Wakeup | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, links: AlertLinks | None = None) -> None:
         self._settings = settings
         self._db = db
         self._wakeup = wakeup
         self._clock = clock
+        self._links = links  # None: alerts carry no acknowledgement (and do not escalate)
 
     def report_study(self, study_uid: str) -> None:
         """Build the report of the study's newest analysis that has none yet.
@@ -144,7 +148,14 @@ class ReportStage:
             with self._db.reading() as repos:
                 return repos.alerts.raised(record.study_uid, key)
 
-        return prepare_alert(record.analysis, self._settings.alerts, self._settings.results_dir, raised)
+        def acknowledgement() -> AlertAcknowledgement | None:
+            if self._links is None:
+                return None
+            return acknowledgement_for(self._db, record.analysis.identity, self._links,
+                                       self._settings.alerts.acknowledgement, self._clock())
+
+        return prepare_alert(record.analysis, self._settings.alerts, self._settings.results_dir, raised,
+                             acknowledgement)
 
 
 def _summary(record: AnalysisRecord, mask: HematomaMask, stage_seconds: dict[str, float]) -> dict[str, Any]:

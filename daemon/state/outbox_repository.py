@@ -32,6 +32,14 @@ class OutboxRepository:
              "item_key": request.item_key, "path": str(request.path), "study_uid": request.study_uid,
              "now": now}).rowcount == 1
 
+    def id_of(self, request: DeliveryRequest) -> int | None:
+        """The id of the item queued for ``request``'s channel, destination and key, or None."""
+        value = self._conn.execute(text(
+            "SELECT id FROM outbox WHERE channel = :channel AND destination = :destination AND item_key = :key"),
+            {"channel": request.channel.value, "destination": request.destination,
+             "key": request.item_key}).scalar()
+        return None if value is None else int(value)
+
     def due(self, now: float, limit: int | None = None) -> list[Delivery]:
         """Pending items whose time has come, oldest first."""
         rows = self._conn.execute(text(
