@@ -25,9 +25,11 @@ from pathlib import Path
 from daemon.config import Settings
 from daemon.dispatch.alert_queue import queue_to_contact
 from daemon.jobs.wakeup import Wakeup
+from daemon.report.alert_files import alert_paths
 from daemon.state.database import Database
 from domain.alerts import AlertGroup, AlertStep
 from domain.durable_files import write_atomically
+from domain.handles import study_handle
 from domain.jobs import JobKind
 from domain.oncall import contact_at_level
 
@@ -76,7 +78,6 @@ class AlertEscalationStage:
         now = self._clock()
         with self._db.reading() as repos:
             group = repos.alerts.group(group_ref)
-            files = repos.alerts.latest_files(group_ref)
             member = repos.alerts.latest_member(group_ref)
         if group is None or member is None or not group.open:
             log.info("escalation not needed group=%s reason=%s", group.short_code if group else "-",
@@ -94,7 +95,8 @@ class AlertEscalationStage:
                       group.short_code, level)
             return
         unanswered = now - group.last_alert_at
-        escalated = _escalated_files(group, level, contact.name, files, unanswered)
+        payload, message = alert_paths(self._settings.results_dir, study_handle(member[0]), member[1])
+        escalated = _escalated_files(group, level, contact.name, {"webhook": payload, "email": message}, unanswered)
         with self._db.transaction() as repos:
             current = repos.alerts.group(group_ref)
             if current is None or not current.open or current.level != group.level:

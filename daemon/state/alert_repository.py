@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import Connection, Row, text
 
@@ -117,14 +116,6 @@ class AlertRepository:
             "SELECT study_uid, alert_key FROM alerts WHERE group_ref = :ref ORDER BY created_at DESC LIMIT 1"),
             {"ref": ref}).first()
         return None if row is None else (row.study_uid, row.alert_key)
-
-    def latest_files(self, ref: str) -> dict[str, Path]:
-        """The newest file sent for the group per channel (``webhook``: the JSON payload,
-        ``email``: the message), which an escalation sends on to the next contact."""
-        rows = self._conn.execute(text(
-            "SELECT o.channel, o.path FROM alert_deliveries d JOIN outbox o ON o.id = d.outbox_id"
-            " WHERE d.group_ref = :ref ORDER BY o.id"), {"ref": ref})
-        return {row.channel: Path(row.path) for row in rows}
 
     def acknowledge(self, ref: str, by: str, now: float) -> bool:
         """Record an acknowledgement; False when the group was not open (nothing changes)."""
