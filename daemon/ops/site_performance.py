@@ -191,7 +191,7 @@ def slug(figures: ScoreFigures) -> str:
 
 def write_plots(report: PerformanceReport, out_dir: Path) -> list[Path]:
     """ROC and calibration PNGs of every model, ROC and rate-by-points PNGs of the BRAIN score."""
-    from inference.training.evaluate import plot_calibration, plot_rate_by_score, plot_roc
+    from inference.training.plots import plot_calibration, plot_rate_by_score, plot_roc
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
