@@ -7,7 +7,8 @@ The phantoms are synthetic (tests/support/phantoms.py; sizes chosen so that the 
 one grows by more than 6 mL and 33 %, the smaller one shrinks by less than the
 evacuation limits). What is checked: the roles, the follow-up SRs in Orthanc and what
 they reference, the ORU, the expansion alert, its acknowledgement over HTTP by its link,
-and that an acknowledged alert does not escalate.
+that an acknowledged alert does not escalate, and that an evacuation the EHR reports
+afterwards (ORM^O01 over MLLP) re-labels the follow-ups in new SRs naming the old ones.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from domain.alerts import AlertStep
 from domain.followup import Role
 from domain.jobs import JobKind
 from tests.support.alert_peers import HttpReceiver, SmtpReceiver
-from tests.support.hl7_peers import AckingServer
+from tests.support.hl7_peers import AckingServer, MllpClient, msa, orm_procedure
 from tests.support.node_settings import loopback_node_settings
 from tests.support.peers import Orthanc, free_port, wait_until
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
@@ -47,14 +48,23 @@ def _phantom(root: Path, name: str, radii: tuple[float, float, float], hours: fl
                                acquired_at=T0 + timedelta(hours=hours), seed=hash(name) % 1000)
 
 
-def _followup_srs(orthanc: Orthanc) -> dict[str, pydicom.Dataset]:
-    found = {}
+def _followup_sr_list(orthanc: Orthanc) -> list[pydicom.Dataset]:
+    found = []
     for orthanc_id in orthanc.instances():
         tags = orthanc.instance_tags(orthanc_id)
         if tags.get("SeriesDescription") == "hemex hematoma follow-up":
-            ds = pydicom.dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{orthanc_id}/file")))
-            found[str(ds.StudyInstanceUID)] = ds
-    return found
+            found.append(pydicom.dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{orthanc_id}/file"))))
+    return sorted(found, key=lambda ds: int(ds.InstanceNumber))
+
+
+def _followup_srs(orthanc: Orthanc) -> dict[str, pydicom.Dataset]:
+    """The newest follow-up SR of each study."""
+    return {str(ds.StudyInstanceUID): ds for ds in _followup_sr_list(orthanc)}
+
+
+def _labels(sr: pydicom.Dataset) -> dict[str, str]:
+    return {str(i.ConceptNameCodeSequence[0].CodeMeaning): str(i.ConceptCodeSequence[0].CodeMeaning)
+            for i in walk_content(sr) if i.ValueType == "CODE"}
 
 
 def _has_result(node: Node, study_uid: str) -> bool:
@@ -130,10 +140,7 @@ def test_follow_ups_are_paired_reported_alerted_and_acknowledged(
         larger, smaller = reports[uid["larger"]], reports[uid["smaller"]]
         assert sr_numeric_values(larger)["Change in hematoma volume since baseline CT"] == pytest.approx(
             outcome.change.change_ml, abs=1e-3)
-        labels = {str(sr.StudyInstanceUID): {str(i.ConceptNameCodeSequence[0].CodeMeaning):
-                                             str(i.ConceptCodeSequence[0].CodeMeaning)
-                                             for i in walk_content(sr) if i.ValueType == "CODE"}
-                  for sr in (larger, smaller)}
+        labels = {str(sr.StudyInstanceUID): _labels(sr) for sr in (larger, smaller)}
         assert labels[uid["larger"]]["Hematoma expansion observed (> 6 mL or > 33 %)"] == "Yes"
         assert labels[uid["smaller"]]["Hematoma expansion observed (> 6 mL or > 33 %)"] == "No"
         assert labels[uid["smaller"]]["Role of this CT in the patient's follow-up"] == "Later follow-up CT of the baseline"
@@ -179,6 +186,27 @@ def test_follow_ups_are_paired_reported_alerted_and_acknowledged(
         wait_until(lambda: _idle(node), timeout_s=30)
         node.outbox.deliver_due()
         assert second_contact.messages == []
+
+        # The EHR reports an evacuation 12 h after the baseline, after both follow-ups went
+        # out: each gets a new follow-up SR naming the previous one. The larger one grew
+        # anyway (still expansion); the smaller one can no longer be labelled.
+        assert node.hl7 is not None
+        with MllpClient(node.hl7.port) as client:
+            ack = client.send(orm_procedure("EVAC-1", "CM", (T0 + timedelta(hours=12)).strftime("%Y%m%d%H%M%S"),
+                                            patient_id=PATIENT, issuer="HOSP-A"))
+        assert msa(ack)[1] == "AA"
+        wait_until(lambda: len(_followup_sr_list(orthanc)) == 4 and _idle(node), timeout_s=60, interval_s=0.3)
+        newest = _followup_srs(orthanc)
+        for name, old_sr in (("larger", larger), ("smaller", smaller)):
+            new_sr = newest[uid[name]]
+            assert new_sr.InstanceNumber == 2 and new_sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0] \
+                .ReferencedSOPSequence[0].ReferencedSOPInstanceUID == old_sr.SOPInstanceUID
+        assert _labels(newest[uid["larger"]])["Hematoma expansion observed (> 6 mL or > 33 %)"] == "Yes"
+        assert _labels(newest[uid["smaller"]])["Hematoma expansion observed (> 6 mL or > 33 %)"] == "Not assessable"
+        with node.db.reading() as repos:
+            outcome = repos.followups.outcome_of(uid["baseline"])
+        assert outcome is not None and outcome.label == 1 and outcome.change.evacuation == "procedure"
+        assert len(webhook.requests) == 1  # the expansion was alerted once, not again
 
         # The time to acknowledge is a metric.
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:

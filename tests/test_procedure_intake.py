@@ -7,15 +7,11 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from tests.support.hl7_peers import MllpClient, adt, merge, msa, msh, pid, start_intake
+from tests.support.hl7_peers import MllpClient, adt, merge, msa, orm_procedure, start_intake
 
 
-def orm(control_id: str, status: str, order_control: str = "SC", code: str = "00C00ZZ", system: str = "I10P",
-        patient_id: str = "P001") -> str:
-    return "\r".join([msh(control_id, "ORM^O01^ORM_O01"), pid(patient_id),
-                      f"ORC|{order_control}|O{control_id}|F{control_id}||{status}||||20261123140000",
-                      f"OBR|1|O{control_id}|F{control_id}|{code}^Evacuation of hematoma^{system}|||20261123133000"]
-                     ) + "\r"
+def orm(control_id: str, status: str, order_control: str = "SC", code: str = "00C00ZZ") -> str:
+    return orm_procedure(control_id, status, "20261123133000", order_control, code)
 
 
 def adt_with_procedure(control_id: str, patient_id: str = "P001") -> str:

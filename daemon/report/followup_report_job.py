@@ -81,10 +81,14 @@ class _Inputs:
 
     @property
     def input_key(self) -> str:
+        """What the comparison depends on: the pairing, the baseline's report (its
+        prediction may come with its final report), the follow-up's measurement (not its
+        report: a final one after a preliminary measures the same mask) and the procedures."""
+        m = self.followup.analysis.measurements
         digest = hashlib.sha256(json.dumps([
             self.pairing.baseline_study_uid, self.pairing.role.value, self.pairing.sequence,
-            self.baseline.input_key, self.followup.input_key,
-            [(p.code_system, p.code, p.performed_at.isoformat()) for p in self.procedures]]).encode())
+            self.baseline.input_key, self.followup.series_uid, m.voxel_count, m.volume_ml, m.method_name,
+            m.method_version, [(p.code_system, p.code, p.performed_at.isoformat()) for p in self.procedures]]).encode())
         return f"{JobKind.REPORT_FOLLOWUP.value}:{digest.hexdigest()[:32]}"
 
 
