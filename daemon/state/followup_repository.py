@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import Connection, Row, text
 
@@ -91,6 +92,13 @@ class FollowupRepository:
             "SELECT bundle_json FROM followup_reports WHERE study_uid = :uid AND dispatched_at IS NOT NULL"
             " ORDER BY id DESC LIMIT 1"), {"uid": study_uid}).first()
         return None if row is None else from_json(FollowupBundle, row.bundle_json)
+
+    def report_folders_before(self, cutoff: float) -> list[tuple[str, Path]]:
+        """(follow-up study UID, folder) of follow-up reports made before ``cutoff`` (retention)."""
+        rows = self._conn.execute(text(
+            "SELECT study_uid, bundle_json FROM followup_reports WHERE created_at < :cutoff ORDER BY id"),
+            {"cutoff": cutoff})
+        return [(row.study_uid, from_json(FollowupBundle, row.bundle_json).folder) for row in rows]
 
     def mark_dispatched(self, input_key: str, now: float) -> None:
         self._conn.execute(text("UPDATE followup_reports SET dispatched_at = :now WHERE input_key = :key"),
