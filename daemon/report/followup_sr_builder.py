@@ -36,6 +36,7 @@ from daemon.report.uids import derived_uid, new_uid
 from domain.errors import ReportBuildError
 from domain.followup import Role
 from domain.outcomes import ObservedOutcome
+from domain.study import CT_STORAGE_SOP_CLASSES
 
 _CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
 SERIES_DESCRIPTION = "hemex hematoma follow-up"
@@ -130,7 +131,7 @@ def _baseline_images(baseline_sr: Dataset) -> list[Dataset]:
     for study in baseline_sr.get("CurrentRequestedProcedureEvidenceSequence", []):
         for series in study.get("ReferencedSeriesSequence", []):
             for item in series.get("ReferencedSOPSequence", []):
-                if str(item.ReferencedSOPClassUID).startswith("1.2.840.10008.5.1.4.1.1.2"):  # CT image classes
+                if str(item.ReferencedSOPClassUID) in CT_STORAGE_SOP_CLASSES:
                     ref = Dataset()
                     ref.StudyInstanceUID = study.StudyInstanceUID
                     ref.SeriesInstanceUID = series.SeriesInstanceUID
