@@ -26,12 +26,12 @@ from daemon.ops.alert_acknowledgement import acknowledge, acknowledge_code, show
 from daemon.report.alert_escalation_job import AlertEscalationStage
 from daemon.report.alert_files import prepare_alert
 from daemon.report.alert_grouping import acknowledgement_for
-from daemon.state.database import Database
 from domain.alerts import AlertStep
 from domain.handles import study_handle
 from domain.jobs import JobKind
 from domain.study import ReceivedInstance
 from tests.support.alert_peers import HttpReceiver, SmtpReceiver
+from tests.support.databases import open_database
 from tests.test_alerts import analysis
 
 ESCALATE_AFTER_S = 300.0
@@ -52,7 +52,7 @@ class Loop:
             "contacts": [{"name": "fellow", "webhook_url": first.url},
                          {"name": "consultant", "email": ["consultant@test.invalid"]}],
             "roster": [{"contacts": ["fellow", "consultant"]}]})
-        self.db = Database(self.settings.database_path)
+        self.db = open_database(self.settings.database_path)
         self.links = AlertLinks.from_settings(self.settings)
         self.outbox = Outbox(self.db, self.settings.outbox, build_channels(self.settings), clock=lambda: self.now)
         escalation = AlertEscalationStage(self.settings, self.db, clock=lambda: self.now)
@@ -73,7 +73,7 @@ class Loop:
                                                  identity.issuer_of_patient_id, None, None, None),
                                 self.settings.spool_dir / "x.dcm", 1, "CT", self.now, self.now)
         alert = prepare_alert(study, self.settings.alerts, self.settings.results_dir, lambda key: False,
-                              lambda: acknowledgement_for(self.db, identity, self.links,
+                              acknowledgement=lambda: acknowledgement_for(self.db, identity, self.links,
                                                           self.settings.alerts.acknowledgement, self.now))
         assert alert is not None and alert.acknowledgement is not None
         if between is not None:

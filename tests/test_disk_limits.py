@@ -24,6 +24,7 @@ from domain.durable_files import write_atomically
 from domain.handles import study_handle
 from domain.jobs import JobKind
 from domain.report import ReportBundle, ReportObject
+from tests.support.databases import open_database
 from tests.support.dicom_listener import send, start_receive_listener, tiny_ct
 from tests.support.hl7_peers import MllpClient, adt, msa, start_intake
 
@@ -65,7 +66,7 @@ def _deliver_all(db: Database, study: str) -> None:
 
 def test_retention_purges_old_delivered_studies_only(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", retention={"images_days": 30, "results_days": 60})
-    db = Database(settings.database_path)
+    db = open_database(settings.database_path)
     t0 = time.time()
     delivered = _study(settings, db, tmp_path, DeliveryState.DELIVERED, t0)
     pending = _study(settings, db, tmp_path, DeliveryState.PENDING, t0)
@@ -97,7 +98,7 @@ def test_retention_purges_old_delivered_studies_only(tmp_path: Path) -> None:
 
 def test_retention_keeps_a_study_with_an_open_job(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
-    db = Database(settings.database_path)
+    db = open_database(settings.database_path)
     study = _study(settings, db, tmp_path, None, time.time())
     with db.transaction() as repos:
         repos.jobs.enqueue(JobKind.ANALYSE_STUDY, study, 0.0, 0.0)
@@ -107,7 +108,7 @@ def test_retention_keeps_a_study_with_an_open_job(tmp_path: Path) -> None:
 
 def test_retention_disabled_purges_nothing(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", retention={"enabled": False})
-    db = Database(settings.database_path)
+    db = open_database(settings.database_path)
     study = _study(settings, db, tmp_path, DeliveryState.DELIVERED, time.time())
     report = purge_expired(db, settings, now=time.time() + 365 * DAY)
     assert (settings.spool_dir / study).is_dir() and not report.image_studies
@@ -157,7 +158,7 @@ def test_retention_purges_follow_up_report_folders_too(tmp_path: Path) -> None:
     from domain.outcomes import FollowupBundle, ObservedOutcome
 
     settings = Settings(data_dir=tmp_path / "data", retention={"images_days": 30, "results_days": 60})
-    db = Database(settings.database_path)
+    db = open_database(settings.database_path)
     at = datetime(2026, 1, 1, 8, 0)
     change = observe_change(VolumeReading(10.0, "m", "1", at), VolumeReading(12.0, "m", "1", at + timedelta(hours=24)),
                             FollowupRules())

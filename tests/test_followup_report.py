@@ -34,6 +34,8 @@ from inference.series_to_volume import volume_from_datasets
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
 from tests.support.sr_reading import sr_numeric_values, sr_texts, walk_content
 
+pytestmark = pytest.mark.no_database
+
 SETTINGS = ReportSettings()
 T0 = datetime(2026, 11, 23, 9, 30)
 PREDICTION = ExpansionPrediction(0.71, "Tanioka multimodal CNN model 2", "0.0.1-test", "synthetic test weights",

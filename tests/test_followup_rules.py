@@ -20,6 +20,8 @@ from domain.followup import (
 )
 from domain.oncall import Shift, contact_at_level, on_duty, parse_weekday
 
+pytestmark = pytest.mark.no_database
+
 T0 = datetime(2026, 11, 23, 10, 0)
 RULES = FollowupRules()
 

@@ -30,6 +30,7 @@ from domain.followup import FollowupRules, Role, VolumeReading, observe_change
 from domain.outcomes import ObservedOutcome
 from domain.prediction import ExpansionPrediction
 from tests.support.alert_peers import SmtpReceiver
+from tests.support.databases import open_database
 
 T0 = datetime(2026, 3, 1, 8, 0)
 N, BOOT, SEED = 80, 400, 3
@@ -59,7 +60,7 @@ def _outcome(i: int, label: int, probability: float | None, points: int | None,
 
 
 def _store(data_dir: Path, outcomes: list[ObservedOutcome]) -> Database:
-    db = Database(data_dir / "hemex.sqlite3")
+    db = open_database(data_dir / "hemex.sqlite3")
     with db.transaction() as repos:
         for outcome in outcomes:
             repos.followups.record_outcome(outcome, 0.0)

@@ -2,6 +2,14 @@
 
 The handlers only decode the header, persist, and return a status; all analysis
 happens later, elsewhere (STYLE.md practice 1).
+
+Who may do what: any calling AE title may associate and C-ECHO, because a PACS or
+network administrator checks a route with ``echoscu`` from whatever AE title their tool
+has; only the AE titles in ``dicom.allowed_calling_ae_titles`` may store. A C-STORE from
+any other is refused with 0x0124 (Refused: Not Authorised), logged with the setting to
+change and recorded in the audit log. pynetdicom's ``require_calling_aet`` would reject
+the whole association instead, so an echo from an unlisted AE would fail for a reason
+its user cannot see.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ log = logging.getLogger(__name__)
 
 # C-STORE statuses (PS3.4 Annex B.2.3)
 STATUS_SUCCESS = 0x0000
+STATUS_NOT_AUTHORISED = 0x0124  # general DIMSE status, PS3.7 Annex C
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
@@ -89,9 +98,27 @@ class ReceivedObject:
     peer: str
 
 
+def may_store(calling_ae: str, settings: DicomListenerSettings) -> bool:
+    """Whether ``calling_ae`` may C-STORE (an empty allow-list lets every AE title store)."""
+    allowed = settings.allowed_calling_ae_titles
+    return not allowed or calling_ae.strip() in {title.strip() for title in allowed}
+
+
 def handle_store(event: Event, store: InstanceStore, settings: DicomListenerSettings, audit: AuditLog) -> int:
-    """EVT_C_STORE: spool the instance durably, then return its status (``receive_instance``)."""
+    """EVT_C_STORE: spool the instance durably, then return its status (``receive_instance``).
+
+    0x0124 (Refused: Not Authorised) when the calling AE title may not store
+    (``may_store``), before anything is decoded.
+    """
     requestor = event.assoc.requestor
+    if not may_store(requestor.ae_title, settings):
+        peer = f"{requestor.address}:{requestor.port}"
+        log.warning("c-store refused calling_ae=%s peer=%s reason=calling AE title not in"
+                    " dicom.allowed_calling_ae_titles status=0x0124", requestor.ae_title, requestor.address)
+        audit.record("dicom-store-refused", calling_ae=requestor.ae_title, peer=peer,
+                     reason="calling AE title not in dicom.allowed_calling_ae_titles",
+                     sop_instance_uid=str(getattr(event.request, "AffectedSOPInstanceUID", "")))
+        return STATUS_NOT_AUTHORISED
     received = ReceivedObject(
         dataset_bytes=event.request.DataSet.getvalue(),  # type: ignore[union-attr]
         transfer_syntax=str(event.context.transfer_syntax),
@@ -196,14 +223,24 @@ def _log_association(event: Event) -> None:
              requestor.ae_title, requestor.address)
 
 
+def _log_accepted(event: Event, settings: DicomListenerSettings) -> None:
+    requestor = event.assoc.requestor
+    if may_store(requestor.ae_title, settings):
+        _log_association(event)
+        return
+    log.info("association accepted calling_ae=%s peer=%s for C-ECHO only: C-STORE from this AE title is"
+             " refused (0x0124) until it is added to dicom.allowed_calling_ae_titles", requestor.ae_title,
+             requestor.address)
+
+
 def build_application_entity(settings: DicomListenerSettings) -> AE:
-    """The listener's AE: CT (and Enhanced CT) storage, Verification, timeouts, allow-list."""
+    """The listener's AE: CT (and Enhanced CT) storage, Verification, timeouts."""
     ae = AE(ae_title=settings.ae_title)
     ae.acse_timeout = settings.acse_timeout_s
     ae.dimse_timeout = settings.dimse_timeout_s
     ae.network_timeout = settings.network_timeout_s
     ae.maximum_pdu_size = settings.maximum_pdu_size
-    ae.require_calling_aet = list(settings.allowed_calling_ae_titles)
+    # Every calling AE title may associate and echo; C-STORE checks the allow-list.
     ae.maximum_associations = 16
     for sop_class in sorted(CT_STORAGE_SOP_CLASSES):
         ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)
@@ -218,7 +255,7 @@ def start_listener(settings: DicomListenerSettings, store: InstanceStore,
     handlers: list[evt.EventHandlerType] = [
         (evt.EVT_C_STORE, partial(handle_store, store=store, settings=settings, audit=audit)),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_ACCEPTED, _log_association),
+        (evt.EVT_ACCEPTED, partial(_log_accepted, settings=settings)),
         (evt.EVT_REJECTED, _log_association),
     ]
     context = server_context("dicom", settings.tls_cert, settings.tls_key, settings.tls_client_ca)
@@ -226,6 +263,7 @@ def start_listener(settings: DicomListenerSettings, store: InstanceStore,
                              ssl_context=context)
     assert server is not None  # block=False always returns the server
     tls = "off" if context is None else ("mutual" if settings.tls_client_ca else "server")
-    log.info("dicom listener ae_title=%s port=%d tls=%s allowed_calling_ae=%s", settings.ae_title,
-             server.server_address[1], tls, ",".join(settings.allowed_calling_ae_titles))
+    log.info("dicom listener ae_title=%s port=%d tls=%s c-echo=any calling AE c-store=%s", settings.ae_title,
+             server.server_address[1], tls,
+             ",".join(settings.allowed_calling_ae_titles) or "any calling AE (allow-list empty)")
     return server

@@ -13,7 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon.config import AlertSettings
-from daemon.report.alert_message import build_alert_payload, build_email, payload_json
+from daemon.report.alert_message import (
+    build_alert_payload,
+    build_email,
+    key_image_field,
+    payload_json,
+)
 from daemon.report.alert_rules import decide_alert
 from domain.alerts import AlertAcknowledgement
 from domain.analysis import StudyAnalysis
@@ -31,11 +36,16 @@ def alert_paths(results_dir: Path, handle: str, alert_key: str) -> tuple[Path, P
 
 
 def prepare_alert(analysis: StudyAnalysis, settings: AlertSettings, results_dir: Path,
-                  already_raised: Callable[[str], bool],
+                  already_raised: Callable[[str], bool], key_image_png: bytes | None = None,
                   acknowledgement: Callable[[], AlertAcknowledgement | None] | None = None) -> AlertFiles | None:
     """The alert ``analysis`` raises, written to disk, or None (no rule fired, or its key
-    was raised for the study before: ``already_raised(key)``). ``acknowledgement`` gives
-    the group the alert joins (its code and link go into the files)."""
+    was raised for the study before: ``already_raised(key)``).
+
+    ``key_image_png`` (the key image, no PHI burned in) goes with the alert when
+    ``alerts.attach_key_image`` is on: base64 in the webhook payload's ``key_image``, an
+    attachment of the e-mail. ``acknowledgement`` gives the group the alert joins (its
+    code and link go into the files).
+    """
     decision = decide_alert(analysis, settings)
     handle = analysis.identity.handle
     if decision is None:
@@ -46,8 +56,11 @@ def prepare_alert(analysis: StudyAnalysis, settings: AlertSettings, results_dir:
         return None
     ack = acknowledgement() if acknowledgement is not None else None
     payload = build_alert_payload(analysis, decision, acknowledgement=ack)
+    attachment = key_image_png if settings.attach_key_image else None
+    if attachment is not None:
+        payload["key_image"] = key_image_field(attachment)
     return write_alert_files(results_dir, handle, decision.key, decision.reasons, payload_json(payload),
-                             build_email(payload), settings, ack)
+                             build_email(payload, key_image_png=attachment), settings, ack)
 
 
 def write_alert_files(results_dir: Path, handle: str, key: str, reasons: tuple[str, ...], payload: bytes,

@@ -21,6 +21,18 @@ class AlertTiming:
     sent_at: float | None
     acknowledged_at: float | None
 
+@dataclass(frozen=True)
+class RaisedAlert:
+    """An alert raised for a study: its key (rule and risk category) and when."""
+
+    study_uid: str
+    alert_key: str
+    created_at: float
+
+
+def _raised(row: Row) -> RaisedAlert:
+    return RaisedAlert(row.study_uid, row.alert_key, float(row.created_at))
+
 
 class AlertRepository:
     """The alert tables."""
@@ -177,3 +189,16 @@ class AlertRepository:
         return int(self._conn.execute(text(
             "SELECT COUNT(*) FROM alert_groups WHERE acknowledged_at IS NULL OR acknowledged_at < last_alert_at"
         )).scalar_one())
+    def of_study(self, study_uid: str) -> list[RaisedAlert]:
+        """The study's alerts, oldest first."""
+        rows = self._conn.execute(text(
+            "SELECT study_uid, alert_key, created_at FROM alerts WHERE study_uid = :uid ORDER BY created_at"),
+            {"uid": study_uid})
+        return [_raised(row) for row in rows]
+
+    def raised_since(self, since: float, limit: int = 500) -> list[RaisedAlert]:
+        """Alerts raised since ``since``, newest first."""
+        rows = self._conn.execute(text(
+            "SELECT study_uid, alert_key, created_at FROM alerts WHERE created_at >= :since"
+            " ORDER BY created_at DESC LIMIT :limit"), {"since": since, "limit": limit})
+        return [_raised(row) for row in rows]

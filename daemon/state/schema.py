@@ -82,6 +82,9 @@ jobs = Table(
     Column("rerun_requested", Integer, nullable=False, server_default="0"),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # The node running it, and when its claim runs out unless renewed (0002).
+    Column("lease_owner", Text),
+    Column("lease_until", Float),
     UniqueConstraint("kind", "key", name="jobs_kind_key"),
     Index("jobs_due", "state", "run_after"),
 )
@@ -134,6 +137,9 @@ outbox = Table(
     Column("last_error", Text),
     Column("created_at", Float, nullable=False),
     Column("delivered_at", Float),
+    # The node sending it, and when its claim runs out (0002).
+    Column("lease_owner", Text),
+    Column("lease_until", Float),
     UniqueConstraint("channel", "destination", "item_key", name="outbox_item"),
     Index("outbox_due", "state", "next_attempt_at"),
 )
@@ -143,11 +149,11 @@ alerts = Table(
     Column("study_uid", Text, primary_key=True),
     Column("alert_key", Text, primary_key=True),  # rule + risk category; sent once
     Column("created_at", Float, nullable=False),
-    Column("group_ref", Text),  # alert_groups.ref it joined (revision 0002)
+    Column("group_ref", Text),  # alert_groups.ref it joined (revision 0003)
     Column("images_received_at", Float),  # the study's last image then (time to alert)
 )
 
-# Alerts one acknowledgement answers: one patient's alerts while unacknowledged (0002).
+# Alerts one acknowledgement answers: one patient's alerts while unacknowledged (0003).
 alert_groups = Table(
     "alert_groups", metadata,
     Column("ref", Text, primary_key=True),  # random; what the signed link carries
@@ -159,7 +165,7 @@ alert_groups = Table(
     Column("level", Integer, nullable=False, server_default="0"),  # escalation level reached
 )
 
-# Each step of an alert group (domain.alerts.AlertStep) with its time (0002).
+# Each step of an alert group (domain.alerts.AlertStep) with its time (0003).
 alert_events = Table(
     "alert_events", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -172,7 +178,7 @@ alert_events = Table(
     Index("alert_events_by_group", "group_ref"),
 )
 
-# Which outbox items carry which alert, so their delivery becomes a step (0002).
+# Which outbox items carry which alert, so their delivery becomes a step (0003).
 alert_deliveries = Table(
     "alert_deliveries", metadata,
     Column("outbox_id", Integer, ForeignKey("outbox.id"), primary_key=True),
@@ -182,7 +188,7 @@ alert_deliveries = Table(
     Column("contact", Text, nullable=False, server_default=""),  # roster contact, "" = broadcast
 )
 
-# The role of each analysed head CT in its patient's timeline (domain.followup, 0002).
+# The role of each analysed head CT in its patient's timeline (domain.followup, 0003).
 followup_pairings = Table(
     "followup_pairings", metadata,
     Column("study_uid", Text, primary_key=True),
@@ -196,7 +202,7 @@ followup_pairings = Table(
     Index("followup_pairings_by_baseline", "baseline_study_uid"),
 )
 
-# Follow-up reports built (report stage) and dispatched (dispatch stage) (0002).
+# Follow-up reports built (report stage) and dispatched (dispatch stage) (0003).
 followup_reports = Table(
     "followup_reports", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -209,7 +215,7 @@ followup_reports = Table(
     Index("followup_reports_by_study", "study_uid"),
 )
 
-# The observed outcome of each baseline (its prediction), from its first follow-up (0002).
+# The observed outcome of each baseline (its prediction), from its first follow-up (0003).
 observed_outcomes = Table(
     "observed_outcomes", metadata,
     Column("baseline_study_uid", Text, primary_key=True),
@@ -219,7 +225,7 @@ observed_outcomes = Table(
     Column("recorded_at", Float, nullable=False),
 )
 
-# Procedures the EHR reported (ADT PR1, ORM^O01), read as evacuation evidence (0002).
+# Procedures the EHR reported (ADT PR1, ORM^O01), read as evacuation evidence (0003).
 clinical_procedures = Table(
     "clinical_procedures", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -288,4 +294,12 @@ maintenance_runs = Table(
     Column("task", Text, primary_key=True),
     Column("ran_at", Float, nullable=False),
     Column("figures_json", Text, nullable=False),
+)
+
+# Named leases for tasks one node at a time runs (the retention purge) (0002).
+leases = Table(
+    "leases", metadata,
+    Column("name", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("expires_at", Float, nullable=False),
 )

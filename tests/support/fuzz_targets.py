@@ -23,7 +23,7 @@ from daemon.config import DicomListenerSettings, SeriesCompletionSettings
 from daemon.intake.hl7_parsing import MessageRejected, check_message, extract_content
 from daemon.receive.instance_store import InstanceStore
 from daemon.receive.storage_scp import ReceivedObject, receive_instance
-from daemon.state.database import Database
+from tests.support.databases import open_database, open_database_at
 from tests.support.dicom_listener import tiny_ct
 from tests.support.hl7_peers import adt, merge, obx, oru
 
@@ -35,8 +35,8 @@ HL7_EXPECTED: tuple[type[BaseException], ...] = (MessageRejected,)
 class DicomTarget:
     """``receive_instance`` on a real store in ``folder``: data set bytes in, status out."""
 
-    def __init__(self, folder: Path) -> None:
-        self.db = Database(folder / "fuzz.sqlite3")
+    def __init__(self, folder: Path, database_url: str | None = None) -> None:
+        self.db = open_database_at(database_url) if database_url else open_database(folder / "fuzz.sqlite3")
         tracker = SeriesTracker(self.db, SeriesCompletionSettings())
         self.store = InstanceStore(self.db, folder / "spool", 0, tracker)
         self.audit = AuditLog(folder / "logs")
