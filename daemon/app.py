@@ -208,8 +208,9 @@ class Node:
             blueprints.append(console_blueprint(ConsoleDependencies(
                 settings=settings, db=self.db, audit=self.audit, accounts=accounts,
                 deliver_now=self.outbox_wakeup.notify)))
-        # Alert acknowledgement links (signed tokens; their own GET page and POST form).
-        blueprints.append(wsgi_blueprint("alert_ack", ACK_PATH, AcknowledgementApp(self.db, self.alert_links)))
+        if settings.alerts.acknowledgement.public_url:  # alerts carry links: serve them
+            # Signed tokens; their own GET page and POST form (no console login or token).
+            blueprints.append(wsgi_blueprint("alert_ack", ACK_PATH, AcknowledgementApp(self.db, self.alert_links)))
         return blueprints
 
     def _start_http_server(self) -> WebServer | None:

@@ -162,8 +162,8 @@ class AlertRepository:
         events = tuple(AlertEvent(AlertStep(e.step), e.at, e.detail) for e in self._conn.execute(text(
             "SELECT step, at, detail FROM alert_events WHERE group_ref = :ref ORDER BY at, id"), {"ref": row.ref}))
         handles = tuple(r.handle for r in self._conn.execute(text(
-            "SELECT DISTINCT s.handle, MIN(a.created_at) AS first FROM alerts a JOIN studies s"
-            " ON s.study_uid = a.study_uid WHERE a.group_ref = :ref GROUP BY s.handle ORDER BY first"),
+            "SELECT s.handle, MIN(a.created_at) AS first_at FROM alerts a JOIN studies s"
+            " ON s.study_uid = a.study_uid WHERE a.group_ref = :ref GROUP BY s.handle ORDER BY first_at"),
             {"ref": row.ref}))
         return AlertGroup(row.ref, row.short_code, row.created_at, row.last_alert_at, row.acknowledged_at,
                           row.acknowledged_by, int(row.level), handles, events)
