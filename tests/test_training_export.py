@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,10 +20,12 @@ import pytest
 
 from daemon.app import Node
 from daemon.cli import main as hemex_main
+from tests.support.databases import on_postgresql
 from tests.support.hl7_peers import MllpClient, msa, obx, oru
 from tests.support.node_settings import loopback_node_settings
 from tests.support.peers import wait_until
 from tests.support.phantoms import make_head_ct_series
+from tests.support.postgres import PASSWORD
 from tests.test_end_to_end import storescu
 
 T0 = datetime(2026, 10, 5, 9, 0)
@@ -48,11 +51,28 @@ def _outcomes(node: Node) -> int:
         return len(repos.followups.outcomes())
 
 
+@dataclass(frozen=True)
+class NodeData:
+    """A node's data directory and, on the PostgreSQL pass, its database's URL."""
+
+    data_dir: Path
+    database_url: str | None
+
+    def use(self, monkeypatch: pytest.MonkeyPatch) -> Path:
+        """Point this test's hemex commands at the node's database; returns the data dir."""
+        if self.database_url is not None:
+            monkeypatch.setenv("HEMEX_DATABASE__URL", self.database_url)
+        return self.data_dir
+
+
 @pytest.fixture(scope="module")
-def node_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A node's data directory after four patients' baselines and follow-ups."""
+def node(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> NodeData:
+    """A node's data directory after four patients' baselines and follow-ups (its own
+    PostgreSQL database on that pass: the per-test one does not reach a module fixture)."""
     root = tmp_path_factory.mktemp("export")
-    settings = loopback_node_settings(root / "node", None, report={"validate_with_dicom3tools": False})
+    url = request.getfixturevalue("postgres_server").create_database() if on_postgresql() else None
+    database = {"database": {"url": url, "password": PASSWORD}} if url else {}
+    settings = loopback_node_settings(root / "node", None, report={"validate_with_dicom3tools": False}, **database)
     node = Node(settings)
     node.start()
     try:
@@ -72,11 +92,13 @@ def node_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         wait_until(lambda: _outcomes(node) == len(PATIENTS), timeout_s=180, interval_s=0.3)
     finally:
         node.stop()
-    return settings.data_dir
+    return NodeData(settings.data_dir, url)
 
 
-def test_export_writes_the_layout_train_reads_with_pseudonyms(node_data: Path, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_writes_the_layout_train_reads_with_pseudonyms(node: NodeData, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    node_data = node.use(monkeypatch)
     out = tmp_path / "set"
     assert hemex_main(["export-training-set", str(out), "--data-dir", str(node_data)]) == 0
     assert "4 case(s) written" in capsys.readouterr().out
@@ -106,8 +128,10 @@ def test_export_writes_the_layout_train_reads_with_pseudonyms(node_data: Path, t
         f"{ISSUER}|{p}" for p in PATIENTS}
 
 
-def test_a_tiny_model_trains_and_evaluates_on_the_export(node_data: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_tiny_model_trains_and_evaluates_on_the_export(node: NodeData, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    node_data = node.use(monkeypatch)
     out = tmp_path / "set"
     assert hemex_main(["export-training-set", str(out), "--data-dir", str(node_data)]) == 0
     model = tmp_path / "model"
