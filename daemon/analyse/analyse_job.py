@@ -201,7 +201,7 @@ class AnalyseStage:
             prediction_unavailable=None if prediction is not None else prediction_unavailable_reason(
                 self._predictor is not None, missing),
             clinical_sources=dict(matched.provenance), skipped_series=selection.skipped,
-            stage_seconds=timer.seconds,
+            stage_seconds=timer.seconds, acquired_at=ct_time,
         )
         now = self._clock()
         folder = ensure_private_dir(result_folder(self._settings.results_dir, identity.handle, completion, now))

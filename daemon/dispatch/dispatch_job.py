@@ -3,8 +3,9 @@
 Input: the study's newest built report that no result records (``ReportBundle``).
 Output, in ONE transaction: the ``results`` row, one outbox item per report object and
 DICOM destination, the ORU for the EHR, the alert (recorded once per study and alert
-key, one outbox item per webhook and one for e-mail), the study's new state, and for a
-preliminary report the ``finalise_study`` job due when the wait for clinical data ends.
+key, one outbox item per webhook and one for e-mail), the study's new state, for a
+preliminary report the ``finalise_study`` job due when the wait for clinical data ends,
+and the ``pair_followups`` job that places the study in its patient's timeline.
 A crash before the commit leaves nothing recorded and the job runs again; after it,
 everything is queued and a run again finds the result by its input key.
 """
@@ -17,7 +18,7 @@ from collections.abc import Callable
 
 from daemon.audit_log import AuditLog
 from daemon.config import Settings
-from daemon.dispatch.alert_queue import queue_alert
+from daemon.dispatch.alert_queue import alert_routing, queue_alert
 from daemon.jobs.wakeup import Wakeup
 from daemon.state.database import Database
 from daemon.state.repositories import Repositories
@@ -56,6 +57,8 @@ class DispatchStage:
             if not final:
                 repos.jobs.enqueue(JobKind.FINALISE_STUDY, study_uid,
                                    now + self._settings.hl7.wait_for_clinical_s, now)
+            if self._settings.followup.enabled:  # is it a baseline, a follow-up, ...?
+                repos.jobs.enqueue(JobKind.PAIR_FOLLOWUPS, study_uid, now, now)
         handle = study_handle(study_uid)
         log.info("result stored study=%s completion=%s result=%d alert=%s", handle, bundle.completion,
                  result_id, alerted)
@@ -77,8 +80,9 @@ def record_and_queue(repos: Repositories, bundle: ReportBundle, settings: Settin
     result_id = repos.results.add(bundle, now)
     for request in _deliveries(bundle, settings):
         repos.outbox.enqueue(request, now)
-    alerted = bundle.alert is not None and queue_alert(repos, bundle.study_uid, bundle.alert,
-                                                       settings.alerts.webhooks, now)
+    alerted = bundle.alert is not None and queue_alert(
+        repos, bundle.study_uid, bundle.alert, settings.alerts.webhooks, now,
+        **alert_routing(settings, repos.studies.last_image_at(bundle.study_uid), now))
     return result_id, alerted
 
 

@@ -30,6 +30,11 @@ CODING_SYSTEM = "99HEMEX"
 VERSION = "2.5.1"
 
 
+def code_of(code: str, text: str) -> str:
+    """A CWE of the local coding system: code^text^99HEMEX (text escaped)."""
+    return _code(code, text)
+
+
 def _code(code: str, text: str) -> str:
     return f"{code}^{escape(text)}^{CODING_SYSTEM}"
 
@@ -52,30 +57,23 @@ def build_oru_r01(analysis: StudyAnalysis, settings: Hl7Settings, now: datetime 
         The message does not validate against the HL7 v2.5.1 ORU_R01 structure.
     """
     status = "F" if analysis.completion == "COMPLETE" else "P"
-    return _build(analysis.identity, status, _observations(analysis), settings, now)
+    return encode_oru_r01(analysis.identity, settings, status,
+                          ("HEMEX-ICH", "Intracerebral hemorrhage CT analysis"), _observations(analysis), now)
 
 
-def build_not_analysed_oru(notice: NotAnalysedNotice, settings: Hl7Settings, now: datetime | None = None) -> bytes:
-    """The "not analysed" notice as an ORU^R01 (final, same filler order number as a
-    report of the study, so a later report replaces it).
+Observation = tuple[str, str, str, str, str]  # OBX-2, OBX-3, OBX-5, OBX-6, OBX-17
+
+
+def encode_oru_r01(identity: StudyIdentity, settings: Hl7Settings, status: str, service: tuple[str, str],
+                   observations: list[Observation], now: datetime | None = None) -> bytes:
+    """One ORU^R01 (v2.5.1) about ``identity``'s study: OBR-4 ``service`` (code, text),
+    OBR-25 and every OBX-11 ``status`` (P or F), one OBX per observation.
 
     Raises
     ------
     ReportBuildError
         The message does not validate against the HL7 v2.5.1 ORU_R01 structure.
     """
-    rows = [("CWE", _code("HEMEX-STATUS", "Analysis status"),
-             _code("NOT-ANALYSED", notice.headline), "", ""),
-            ("TX", _code("HEMEX-REASON", "Why the CT was not analysed"), escape(notice.reason), "", "")]
-    rows += [("TX", _code("HEMEX-SERIES", "Series received"),
-              escape(f"series {s.series_number or '?'} {s.description or '(no description)'},"
-                     f" {s.image_count} images: {s.outcome}"), "", "") for s in notice.series]
-    rows.append(("ST", _code("HEMEX-SOFTWARE", "Software"), escape(f"hemex {notice.software_version}"), "", ""))
-    return _build(notice.identity, "F", rows, settings, now)
-
-
-def _build(identity: StudyIdentity, status: str, observations: list[tuple[str, str, str, str, str]],
-           settings: Hl7Settings, now: datetime | None) -> bytes:
     stamp = (now or datetime.now()).strftime("%Y%m%d%H%M%S")
     try:
         msg = Message("ORU_R01", version=VERSION, validation_level=VALIDATION_LEVEL.STRICT)
@@ -103,7 +101,7 @@ def _build(identity: StudyIdentity, status: str, observations: list[tuple[str, s
         obr = order.add_segment("OBR")
         obr.obr_1 = "1"
         obr.obr_3 = f"{escape(identity.study_uid)}^{escape(settings.sending_application)}"
-        obr.obr_4 = _code("HEMEX-ICH", "Intracerebral hemorrhage CT analysis")
+        obr.obr_4 = _code(*service)
         if identity.study_datetime:
             obr.obr_7 = identity.study_datetime.split(".")[0][:14]
         if identity.accession_number:
@@ -130,7 +128,7 @@ def _build(identity: StudyIdentity, status: str, observations: list[tuple[str, s
         raise ReportBuildError(f"ORU^R01 could not be built: {exc}") from exc
 
 
-def _observations(a: StudyAnalysis) -> list[tuple[str, str, str, str, str]]:
+def _observations(a: StudyAnalysis) -> list[Observation]:
     """(OBX-2, OBX-3, OBX-5, OBX-6, OBX-17) rows, in the order they are sent."""
     m = a.measurements
     method = _code(escape(m.method_name), f"{m.method_name} {m.method_version}")
@@ -175,3 +173,23 @@ _RISK_TEXT = {
     "not_validated": "No validated model: risk not stated",
     "unavailable": "No prediction available",
 }
+
+
+def build_not_analysed_oru(notice: NotAnalysedNotice, settings: Hl7Settings, now: datetime | None = None) -> bytes:
+    """The "not analysed" notice as an ORU^R01 (final, same filler order number as a
+    report of the study, so a later report replaces it).
+
+    Raises
+    ------
+    ReportBuildError
+        The message does not validate against the HL7 v2.5.1 ORU_R01 structure.
+    """
+    rows: list[Observation] = [
+        ("CWE", _code("HEMEX-STATUS", "Analysis status"), _code("NOT-ANALYSED", notice.headline), "", ""),
+        ("TX", _code("HEMEX-REASON", "Why the CT was not analysed"), escape(notice.reason), "", "")]
+    rows += [("TX", _code("HEMEX-SERIES", "Series received"),
+              escape(f"series {s.series_number or '?'} {s.description or '(no description)'},"
+                     f" {s.image_count} images: {s.outcome}"), "", "") for s in notice.series]
+    rows.append(("ST", _code("HEMEX-SOFTWARE", "Software"), escape(f"hemex {notice.software_version}"), "", ""))
+    return encode_oru_r01(notice.identity, settings, "F", ("HEMEX-ICH", "Intracerebral hemorrhage CT analysis"),
+                          rows, now)
