@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCANNER_AE, NODE_AE = "STORESCU", "HEMEX"
 
 
-def _hemex_command() -> list[str]:
+def hemex_command() -> list[str]:
     """The installed console script next to this interpreter, else the same entry point."""
     script = Path(sys.executable).with_name("hemex")
     return [str(script)] if script.is_file() else [sys.executable, "-m", "daemon.cli"]
@@ -131,7 +131,7 @@ class NodeProcess:
         env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
         with open(self._output, "ab") as out:  # the child keeps its own descriptor
             roles = [arg for role in self.config.roles for arg in ("--role", role)]
-            self._proc = subprocess.Popen([*_hemex_command(), "serve", "--config", str(self.config.path), *roles],
+            self._proc = subprocess.Popen([*hemex_command(), "serve", "--config", str(self.config.path), *roles],
                                           cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.starts += 1
         proc = self._proc
