@@ -89,7 +89,8 @@ class Node:
         self.outbox_worker = OutboxWorker(self.outbox, self.outbox_wakeup, settings.outbox.poll_interval_s)
         self.tracker = SeriesTracker(self.db, settings.series, self.job_wakeup)
         self.store = InstanceStore(self.db, settings.spool_dir, settings.dicom.min_free_disk_mb * 1024 * 1024,
-                                   self.tracker)
+                                   self.tracker, durability=settings.dicom.durability,
+                                   write_back_interval_s=settings.dicom.write_back_interval_s)
         self.runner = JobRunner(self.db, self._job_handlers() if Role.ANALYSE in self.roles else {},
                                 self.job_wakeup, owner=owner, lease_s=settings.cluster.lease_s, idle_poll_s=0.5)
         receives = Role.RECEIVE in self.roles
@@ -212,6 +213,7 @@ class Node:
         """Close the listeners first, then let running work finish."""
         if self._dicom_server is not None:
             self._dicom_server.shutdown()
+        self.store.close()
         if self.hl7 is not None:
             self.hl7.stop()
         self.scheduler.shutdown(wait=True)

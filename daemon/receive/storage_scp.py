@@ -39,7 +39,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
-from pynetdicom.dsutils import create_file_meta, decode, encode_file_meta
+from pynetdicom.dsutils import decode
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -48,6 +48,7 @@ from daemon.audit_log import AuditLog
 from daemon.config import DicomListenerSettings
 from daemon.receive.instance_header import read_instance_header
 from daemon.receive.instance_store import InstanceStore
+from daemon.receive.part10 import part10_header
 from daemon.tls import server_context
 from domain.errors import InvalidInputError, StorageFullError
 from domain.handles import study_handle
@@ -188,10 +189,8 @@ def _decoded(received: ReceivedObject) -> Dataset:
 
 def _part10(received: ReceivedObject, header: ReceivedInstance) -> bytes:
     """The DICOM file of the object: preamble, file meta, then the data set as sent."""
-    meta = create_file_meta(sop_class_uid=UID(header.sop_class_uid), sop_instance_uid=UID(header.sop_instance_uid),
-                            transfer_syntax=UID(received.transfer_syntax))
-    meta.SourceApplicationEntityTitle = received.calling_ae
-    return b"\0" * 128 + b"DICM" + encode_file_meta(meta) + received.dataset_bytes
+    return part10_header(header.sop_class_uid, header.sop_instance_uid, received.transfer_syntax,
+                         received.calling_ae) + received.dataset_bytes
 
 
 def _check_native_pixel_length(ds: Dataset, transfer_syntax: UID) -> None:
