@@ -32,10 +32,12 @@ import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
-from bench.ingest_reference import combined_rate, fsync_floor
+from bench.ingest_reference import combined_rate, fsync_floor, settle
 from bench.kill_loop import _free_port, _start
 from tests.support.dicom_listener import tiny_ct
 from tests.support.peers import DCMTK_ENV
+from tests.support.postgres import PASSWORD as POSTGRES_PASSWORD
+from tests.support.postgres import PostgresServer
 
 
 def make_series(folder: Path, slices: int, size: int) -> list[Path]:
@@ -85,11 +87,17 @@ class Run:
     peak_rss_kib: int
 
 
-def run_hemex(data_dir: Path, folders: list[Path], images: int, durability: str) -> Run:
-    """The node's receive path with ``durability``, a fresh data dir, all folders at once."""
+def run_hemex(data_dir: Path, folders: list[Path], images: int, durability: str,
+              postgres: PostgresServer | None = None) -> Run:
+    """The node's receive path with ``durability``, a fresh data dir (and a fresh PostgreSQL
+    database when ``postgres`` is given), all folders at once."""
     port = _free_port()
+    if postgres is not None:  # the listener process reads its database from the environment
+        os.environ["HEMEX_DATABASE__URL"] = postgres.create_database()
+        os.environ["HEMEX_DATABASE__PASSWORD"] = POSTGRES_PASSWORD
     proc = _start(data_dir, port, durability)
     try:
+        settle()
         seconds, failures = send_concurrently(port, folders)
         return Run(images / seconds, failures, _peak_rss_kib(proc.pid))
     finally:
@@ -112,6 +120,7 @@ def run_storescp(out: Path, folders: list[Path], images: int) -> Run:
                 break
             except OSError:
                 time.sleep(0.05)  # readiness poll
+        settle()
         seconds, failures = send_concurrently(port, folders)
         return Run(images / seconds, failures, _peak_rss_kib(proc.pid))
     finally:
@@ -139,7 +148,8 @@ def hl7_burst(work: Path, count: int) -> float:
 LEVELS = ("power-loss", "process-crash")
 
 
-def measure(work: Path, folders: list[Path], slices: int, repeats: int) -> dict[str, list[Run]]:
+def measure(work: Path, folders: list[Path], slices: int, repeats: int,
+            postgres: PostgresServer | None) -> dict[str, list[Run]]:
     """Every receiver, alternating, ``repeats`` times; runs by label."""
     runs: dict[str, list[Run]] = {}
     n = len(folders)
@@ -148,15 +158,16 @@ def measure(work: Path, folders: list[Path], slices: int, repeats: int) -> dict[
         tag = f"r{repeat}"
         runs.setdefault("storescp 1", []).append(run_storescp(work / f"storescp-1-{tag}", folders[:1], slices))
         floor_dir = work / f"floor-{tag}"
+        settle()
         runs.setdefault("floor", []).append(Run(fsync_floor(first_series, floor_dir), 0, 0))
         shutil.rmtree(floor_dir)
         for level in LEVELS:
             runs.setdefault(f"{level} 1", []).append(
-                run_hemex(work / f"hemex-{level}-1-{tag}", folders[:1], slices, level))
+                run_hemex(work / f"hemex-{level}-1-{tag}", folders[:1], slices, level, postgres))
         runs.setdefault(f"storescp {n}", []).append(run_storescp(work / f"storescp-{n}-{tag}", folders, slices * n))
         for level in LEVELS:
             runs.setdefault(f"{level} {n}", []).append(
-                run_hemex(work / f"hemex-{level}-{n}-{tag}", folders, slices * n, level))
+                run_hemex(work / f"hemex-{level}-{n}-{tag}", folders, slices * n, level, postgres))
     return runs
 
 
@@ -196,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hl7", type=int, default=1000)
+    parser.add_argument("--postgresql", action="store_true",
+                        help="keep the node's state in a local PostgreSQL server (tests/support/postgres.py)"
+                             " instead of SQLite, a fresh database per run")
     args = parser.parse_args(argv)
     import logging
 
@@ -209,8 +223,14 @@ def main(argv: list[str] | None = None) -> int:
             folders.append(work / f"in{n}")
         mb = sum(f.stat().st_size for f in folders[0].iterdir()) / 1e6 / args.slices
         print(f"machine: {os.cpu_count()} CPUs; {args.slices} slices of {args.size} x {args.size} ({mb:.2f} MB)"
-              f" per association; median of {args.repeats} runs; dcmtk with TCP_NODELAY=1")
-        report(measure(work, folders, args.slices, args.repeats), args.associations)
+              f" per association; median of {args.repeats} runs; dcmtk with TCP_NODELAY=1;"
+              f" node database {'PostgreSQL' if args.postgresql else 'SQLite'}")
+        postgres = PostgresServer.start() if args.postgresql else None
+        try:
+            report(measure(work, folders, args.slices, args.repeats, postgres), args.associations)
+        finally:
+            if postgres is not None:
+                postgres.stop()
         if args.hl7:
             print(f"hl7 burst: {args.hl7} messages {hl7_burst(work, args.hl7):.0f} messages/s (one connection)")
     return 0

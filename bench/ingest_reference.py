@@ -41,6 +41,12 @@ def fsync_floor(files: list[Path], folder: Path) -> float:
     return len(payloads) / (time.perf_counter() - start)
 
 
+def settle() -> None:
+    """Write back what earlier runs left in the page cache before the next one is timed, so
+    that no receiver's fsyncs wait behind another's dirty data (``os.sync``)."""
+    os.sync()
+
+
 def combined_rate(storescp_per_s: float, floor_per_s: float) -> float:
     """Images/s of a receiver doing storescp's work plus the floor's fsyncs per image."""
     return 1.0 / (1.0 / storescp_per_s + 1.0 / floor_per_s)

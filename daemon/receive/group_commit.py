@@ -26,8 +26,12 @@ Result = TypeVar("Result")
 
 @dataclass
 class _Slot(Generic[Item, Result]):
+    """One caller's item; its thread sleeps on ``wake`` until it is done or must lead."""
+
     item: Item
+    wake: threading.Event = field(default_factory=threading.Event)
     done: bool = False
+    lead: bool = False  # handed the leader's role by the batch before
     result: Result | None = None
     error: BaseException | None = None
 
@@ -39,11 +43,14 @@ class CommitFigures:
     batches: int = 0
     items: int = 0
     largest_batch: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 class GroupCommitter(Generic[Item, Result]):
     """Runs ``run_batch`` on the items of concurrent callers, several at a time.
+
+    At most one batch runs at a time. When it ends, its callers are woken with their
+    results and the first caller still waiting (if any) is woken to lead the next batch:
+    only the threads concerned wake, never the whole queue.
 
     Parameters
     ----------
@@ -56,19 +63,19 @@ class GroupCommitter(Generic[Item, Result]):
     def __init__(self, run_batch: Callable[[list[Item]], Sequence[Result]], max_batch: int = 64) -> None:
         self._run_batch = run_batch
         self._max_batch = max_batch
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._waiting: list[_Slot[Item, Result]] = []
         self._leader_active = False
         self.figures = CommitFigures()
 
     def waiting_count(self) -> int:
         """Items waiting for a batch (not yet taken by one)."""
-        with self._condition:
+        with self._lock:
             return len(self._waiting)
 
     def leader_active(self) -> bool:
         """True while a batch is being run."""
-        with self._condition:
+        with self._lock:
             return self._leader_active
 
     def submit(self, item: Item) -> Result:
@@ -81,26 +88,34 @@ class GroupCommitter(Generic[Item, Result]):
             run again item by item, so one bad item fails alone.
         """
         slot: _Slot[Item, Result] = _Slot(item)
-        with self._condition:
+        with self._lock:
             self._waiting.append(slot)
-        while True:
-            with self._condition:
-                while self._leader_active and not slot.done:
-                    self._condition.wait()
-                if slot.done:
-                    return self._outcome(slot)
-                self._leader_active = True
+            slot.lead = not self._leader_active
+            self._leader_active = True
+        if not slot.lead:
+            slot.wake.wait()
+        while not slot.done:  # leading: ours is first in the queue, so the first batch takes it
+            with self._lock:
                 batch, self._waiting = self._waiting[:self._max_batch], self._waiting[self._max_batch:]
             try:
                 self._run(batch)
             finally:
-                with self._condition:
-                    for taken in batch:
-                        if not taken.done:  # the leader itself was interrupted
-                            taken.error = RuntimeError("the commit was interrupted")
-                            taken.done = True
-                    self._leader_active = False
-                    self._condition.notify_all()
+                self._finish(batch)
+        return self._outcome(slot)
+
+    def _finish(self, batch: list[_Slot[Item, Result]]) -> None:
+        """Wake the batch's callers, and hand the leader's role to the next waiting one."""
+        with self._lock:
+            for slot in batch:
+                if not slot.done:  # the leader itself was interrupted
+                    slot.error, slot.done = RuntimeError("the commit was interrupted"), True
+            if self._waiting:
+                self._waiting[0].lead = True
+                self._waiting[0].wake.set()
+            else:
+                self._leader_active = False
+        for slot in batch:
+            slot.wake.set()
 
     def _run(self, batch: list[_Slot[Item, Result]]) -> None:
         """Run one batch; every slot in it ends done, with its result or its error."""
@@ -115,13 +130,11 @@ class GroupCommitter(Generic[Item, Result]):
         else:
             for slot, result in zip(batch, results, strict=True):
                 slot.result = result
-            with self.figures.lock:
-                self.figures.batches += 1
-                self.figures.items += len(batch)
-                self.figures.largest_batch = max(self.figures.largest_batch, len(batch))
-        with self._condition:
-            for slot in batch:
-                slot.done = True
+            self.figures.batches += 1  # only the leader writes the figures
+            self.figures.items += len(batch)
+            self.figures.largest_batch = max(self.figures.largest_batch, len(batch))
+        for slot in batch:
+            slot.done = True
 
     @staticmethod
     def _outcome(slot: _Slot[Item, Result]) -> Result:
