@@ -3,15 +3,16 @@
 The listener (start_listener + InstanceStore, the node's receive path, run by
 bench/kill_loop.py's serve mode) runs in its own process so its peak RSS (VmHWM) is its
 own. Each run measures, on the same files and this machine (bench/ingest_reference.py):
-dcmtk's storescp, the disk's fsync floor (write the bytes, fsync, rename, fsync the
-folder, per image), their combination 1/(1/storescp + 1/floor), and the node under
-``dicom.durability = "power-loss"`` and ``"process-crash"``, with 1 and N associations;
-then the ratios issue 10 sets targets for. Slices are synthetic CT (not anatomy);
+dcmtk's storescp, pynetdicom with a handler that stores nothing (the ceiling of any
+receiver built on it, bench/pynetdicom_ceiling.py), the disk's fsync floor (write the
+bytes, fsync, rename, fsync the folder, per image), the combination 1/(1/storescp +
+1/floor), and the node under ``dicom.durability = "power-loss"`` and
+``"process-crash"``, with 1 and N associations; then the ratios issue 10 sets targets for. Slices are synthetic CT (not anatomy);
 127.0.0.1 only, bounded counts. Runs alternate between the receivers and the median of
 ``--repeats`` is printed, since the machine is shared.
 
 Usage: .venv/bin/python -m bench.bench_load [--associations 8] [--slices 300] [--size 512]
-       [--repeats 3] [--hl7 1000]
+       [--repeats 3] [--hl7 1000] [--postgresql]
 """
 
 from __future__ import annotations
@@ -108,10 +109,22 @@ def run_hemex(data_dir: Path, folders: list[Path], images: int, durability: str,
 
 def run_storescp(out: Path, folders: list[Path], images: int) -> Run:
     """dcmtk's storescp (one process per association, ``--fork``) writing into ``out``."""
-    port = _free_port()
     out.mkdir()
-    proc = subprocess.Popen(["storescp", "-aet", "HEMEX", "-od", str(out), "--fork",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
+    try:
+        return _run_peer(["storescp", "-aet", "HEMEX", "-od", str(out), "--fork", "{port}"], folders, images)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def run_pynetdicom_ceiling(folders: list[Path], images: int) -> Run:
+    """pynetdicom with a handler that stores nothing (bench/pynetdicom_ceiling.py)."""
+    return _run_peer([sys.executable, "-m", "bench.pynetdicom_ceiling", "--port", "{port}"], folders, images)
+
+
+def _run_peer(command: list[str], folders: list[Path], images: int) -> Run:
+    port = _free_port()
+    proc = subprocess.Popen([part.format(port=port) for part in command], cwd=Path(__file__).resolve().parents[1],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -126,7 +139,6 @@ def run_storescp(out: Path, folders: list[Path], images: int) -> Run:
     finally:
         proc.kill()
         proc.wait()
-        shutil.rmtree(out, ignore_errors=True)
 
 
 def hl7_burst(work: Path, count: int) -> float:
@@ -157,6 +169,7 @@ def measure(work: Path, folders: list[Path], slices: int, repeats: int,
     for repeat in range(repeats):
         tag = f"r{repeat}"
         runs.setdefault("storescp 1", []).append(run_storescp(work / f"storescp-1-{tag}", folders[:1], slices))
+        runs.setdefault("ceiling 1", []).append(run_pynetdicom_ceiling(folders[:1], slices))
         floor_dir = work / f"floor-{tag}"
         settle()
         runs.setdefault("floor", []).append(Run(fsync_floor(first_series, floor_dir), 0, 0))
@@ -165,6 +178,7 @@ def measure(work: Path, folders: list[Path], slices: int, repeats: int,
             runs.setdefault(f"{level} 1", []).append(
                 run_hemex(work / f"hemex-{level}-1-{tag}", folders[:1], slices, level, postgres))
         runs.setdefault(f"storescp {n}", []).append(run_storescp(work / f"storescp-{n}-{tag}", folders, slices * n))
+        runs.setdefault(f"ceiling {n}", []).append(run_pynetdicom_ceiling(folders, slices * n))
         for level in LEVELS:
             runs.setdefault(f"{level} {n}", []).append(
                 run_hemex(work / f"hemex-{level}-{n}-{tag}", folders, slices * n, level, postgres))
@@ -185,6 +199,8 @@ def report(runs: dict[str, list[Run]], n: int) -> None:
 
     print(f"{'receiver':58s} {'images/s':>7s}")
     line("storescp 1", "dcmtk storescp, 1 association (no fsync)")
+    line("ceiling 1", "pynetdicom storing nothing, 1 association (its ceiling)",
+         f"{rate['ceiling 1'] / rate['storescp 1']:.2f} x storescp")
     line("floor", "fsync floor: write, fsync, rename, fsync folder per image")
     print(f"{'reference: storescp + floor, 1/(1/storescp + 1/floor)':58s} {reference:7.0f}")
     line("power-loss 1", "hemex power-loss, 1 association",
@@ -192,6 +208,8 @@ def report(runs: dict[str, list[Run]], n: int) -> None:
     line("process-crash 1", "hemex process-crash, 1 association",
          f"{rate['process-crash 1'] / rate['storescp 1']:.2f} x storescp (target >= 0.8)")
     line(f"storescp {n}", f"dcmtk storescp, {n} associations")
+    line(f"ceiling {n}", f"pynetdicom storing nothing, {n} associations",
+         f"{rate[f'ceiling {n}'] / rate[f'storescp {n}']:.2f} x storescp")
     line(f"power-loss {n}", f"hemex power-loss, {n} associations",
          f"{rate[f'power-loss {n}'] / rate['power-loss 1']:.2f} x 1 association (target >= 2.5);"
          f" {rate[f'power-loss {n}'] / rate[f'storescp {n}']:.2f} x storescp")

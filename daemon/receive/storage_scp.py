@@ -132,7 +132,8 @@ def receive_instance(received: ReceivedObject, store: InstanceStore, settings: D
                      audit: AuditLog) -> int:
     """Check one received object, spool it durably and record it; its C-STORE status.
 
-    Returns 0x0000 once the file is on disk and recorded (also for a duplicate),
+    Returns 0x0000 once the file is stored and recorded as ``dicom.durability`` says
+    (``InstanceStore``; also for a duplicate),
     0xA700 when the object is larger than ``max_instance_bytes`` or the disk is full,
     0xA900 when the dataset is not a CT image of the SOP class it was sent as, and
     0xC000 when it cannot be decoded or lacks its identifying UIDs. The file written is
