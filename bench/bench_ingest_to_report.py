@@ -18,9 +18,13 @@ For a synthetic 40-slice (2.5 mm) and a 300-slice (0.625 mm) head CT series, 512
    ratio to storescp's time to receive the same series (moving the bytes, the floor).
 3. The node's peak RSS (VmHWM of the ``hemex serve`` process).
 
-No expansion model is configured (see bench/bench_inference.py for the predictor).
+No expansion model is configured (see bench/bench_inference.py for the predictor). The
+slices carry no Images in Acquisition (as many scanners send them), so the latency
+includes the completion decision from the slice stack (``series.confirm_s``); with
+``--images-in-acquisition`` they carry it and the count completes the series.
 
 Usage: .venv/bin/python -m bench.bench_ingest_to_report [--repeats 3] [--sizes 40 300]
+       [--images-in-acquisition]
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import pydicom
 
 from bench.ingest_reference import combined_rate, fsync_floor, settle
 from tests.support.node_process import NodeDatabase
@@ -137,13 +143,23 @@ def _stages(db: NodeDatabase, study_uid: str, sr_seen_at: float) -> dict[str, fl
     return stages
 
 
+def _drop_images_in_acquisition(paths: list[Path]) -> None:
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        del ds.ImagesInAcquisition
+        ds.save_as(path, enforce_file_format=True)
+
+
 def bench_size(slices: int, repeats: int, workdir: Path, orthanc: Orthanc, node_port: int, db: NodeDatabase,
-               storescp_port: int, process_crash_port: int) -> tuple[list[float], list[Run]]:
+               storescp_port: int, process_crash_port: int,
+               images_in_acquisition: bool = False) -> tuple[list[float], list[Run]]:
     reference, runs = [], []
     for repeat in range(repeats):
         folder = workdir / f"ct{slices}-{repeat}"
         phantom = make_head_ct_series(folder, slices=slices, slice_mm=SLICE_MM[slices], seed=repeat,
                                       patient_id=f"BENCH-{slices}-{repeat}", accession=f"ACC-{slices}-{repeat}")
+        if not images_in_acquisition:
+            _drop_images_in_acquisition(phantom.paths)
         settle()
         reference.append(_storescu(storescp_port, folder, "STORESCP"))
         settle()
@@ -166,6 +182,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[40, 300], choices=sorted(SLICE_MM))
+    parser.add_argument("--images-in-acquisition", action="store_true",
+                        help="send Images in Acquisition (the count completes the series)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hemex-bench-") as tmp:
         workdir = Path(tmp)
@@ -178,7 +196,7 @@ def main() -> int:
             print(f"machine: {os.cpu_count()} CPUs; median of {args.repeats} runs; 512 x 512 slices")
             for slices in args.sizes:
                 reference, runs = bench_size(slices, args.repeats, workdir, orthanc, node_port, db,
-                                             storescp_port, receiver_port)
+                                             storescp_port, receiver_port, args.images_in_acquisition)
                 ref = statistics.median(reference)
                 ingest = statistics.median(r.ingest_s for r in runs)
                 process_crash = statistics.median(r.process_crash_ingest_s for r in runs)

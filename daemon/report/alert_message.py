@@ -3,7 +3,8 @@
 Both carry the identifiers staff need to find the study (patient ID and issuer,
 accession number, study date) and the measured values, each with the method or model
 and version that produced it. Neither carries the patient name, nor any link (an alert
-must not point outside the hospital's systems). An expansion probability from weights
+must not point outside the hospital's systems) but the acknowledgement link, which points
+at the node itself, and its short code. An expansion probability from weights
 that are not clinically validated is labelled so, in words, every time it appears.
 """
 
@@ -18,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from daemon.report.alert_rules import AlertDecision
+from domain.alerts import AlertAcknowledgement
 from domain.analysis import StudyAnalysis
 from domain.dicom_time import parse_dicom_datetime
 from domain.prediction import NO_MODEL_CONFIGURED
@@ -36,9 +38,18 @@ def _study_date(value: str | None) -> str | None:
     return parsed.date().isoformat() if len((value or "").strip()) <= 8 else parsed.isoformat()
 
 
+def acknowledgement_section(acknowledgement: AlertAcknowledgement | None) -> dict[str, Any] | None:
+    """How to acknowledge the alert: its short code and, when configured, its link."""
+    if acknowledgement is None:
+        return None
+    return {"code": acknowledgement.short_code, "url": acknowledgement.url}
+
+
 def build_alert_payload(analysis: StudyAnalysis, decision: AlertDecision,
-                        created_at: datetime | None = None) -> dict[str, Any]:
-    """The JSON-ready alert for ``analysis`` (no patient name, no links)."""
+                        created_at: datetime | None = None,
+                        acknowledgement: AlertAcknowledgement | None = None) -> dict[str, Any]:
+    """The JSON-ready alert for ``analysis`` (no patient name, no link but the
+    acknowledgement link)."""
     identity, measurements = analysis.identity, analysis.measurements
     prediction = analysis.prediction
     expansion: dict[str, Any] | None = None
@@ -92,6 +103,7 @@ def build_alert_payload(analysis: StudyAnalysis, decision: AlertDecision,
         "expansion_unavailable": None if expansion is not None else (
             analysis.prediction_unavailable or NO_MODEL_CONFIGURED),
         "brain_score": brain_score,
+        "acknowledgement": acknowledgement_section(acknowledgement),
     }
 
 
@@ -143,7 +155,18 @@ def email_body(payload: dict[str, Any]) -> str:
         lines.append(f"BRAIN score:       {points} ({brain['reference']})")
     lines += ["", f"Alert reasons:     {', '.join(payload['reasons'])}",
               f"Report:            {report['completion_flag']} (hemex {report['software_version']})"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + acknowledgement_lines(payload.get("acknowledgement"))) + "\n"
+
+
+def acknowledgement_lines(section: dict[str, Any] | None) -> list[str]:
+    """The e-mail lines that tell staff how to acknowledge (empty without a section)."""
+    if not section:
+        return []
+    lines = ["", f"Acknowledge:       {section['url']}" if section.get("url") else
+             "Acknowledge:       on the node: hemex alerts --ack CODE",
+             f"Short code:        {section['code']}",
+             "Unacknowledged alerts go to the next on-call contact."]
+    return lines
 
 
 KEY_IMAGE_FILE_NAME = "hemex-key-image.png"

@@ -89,9 +89,9 @@ def build_measurement_report(
     if predecessor_sr is not None and str(predecessor_sr.StudyInstanceUID) != study_uid:
         raise ReportBuildError("the predecessor SR belongs to another study")
     try:
-        seg = _as_segmentation(segmentation)
+        seg = as_segmentation(segmentation)
         report = hd.sr.MeasurementReport(
-            observation_context=_observation_context(settings),
+            observation_context=observation_context(settings),
             procedure_reported=codes.PROCEDURE_CT,
             imaging_measurements=_measurement_groups(analysis, seg, settings),
             title=codes.REPORT_TITLE,
@@ -125,7 +125,7 @@ def build_measurement_report(
         raise ReportBuildError(f"highdicom refused the SR: {exc}") from exc
 
 
-def _as_segmentation(segmentation: hd.seg.Segmentation | Dataset | None) -> hd.seg.Segmentation | None:
+def as_segmentation(segmentation: hd.seg.Segmentation | Dataset | None) -> hd.seg.Segmentation | None:
     if segmentation is None or isinstance(segmentation, hd.seg.Segmentation):
         return segmentation
     return hd.seg.Segmentation.from_dataset(segmentation, copy=False)
@@ -145,11 +145,11 @@ def device_observer(settings: ReportSettings) -> hd.sr.ObserverContext:
     )
 
 
-def _observation_context(settings: ReportSettings) -> hd.sr.ObservationContext:
+def observation_context(settings: ReportSettings) -> hd.sr.ObservationContext:
     return hd.sr.ObservationContext(observer_device_context=device_observer(settings))
 
 
-def _referenced_segment(seg: hd.seg.Segmentation, series_uid: str) -> hd.sr.ReferencedSegment:
+def referenced_segment(seg: hd.seg.Segmentation, series_uid: str) -> hd.sr.ReferencedSegment:
     """The SEG segment with the CT slices its frames were derived from.
 
     Built by hand: highdicom 0.28's ``ReferencedSegment.from_segmentation`` looks for the
@@ -193,7 +193,7 @@ def _measurement_groups(
         if seg is None:
             return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            referenced_segment=_referenced_segment(seg, analysis.series_uid), **common)
+            referenced_segment=referenced_segment(seg, analysis.series_uid), **common)
 
     groups = [group(_volume_measurements(analysis))]
     if analysis.prediction is not None:
