@@ -3,9 +3,14 @@
 For a synthetic 40-slice (2.5 mm) and a 300-slice (0.625 mm) head CT series, 512 x 512
 (tests/support/phantoms.py, no patient data):
 
-1. C-STORE ingest: dcmtk's storescu sends the series to ``hemex serve`` (durable: temp
-   file, fsync, rename, SQLite commit before each success) and to dcmtk's own storescp
-   (writes files, no fsync) on this machine; images/s of each and their ratio.
+1. C-STORE ingest: dcmtk's storescu sends the series to dcmtk's own storescp (writes
+   files, no fsync), to ``hemex serve`` with ``dicom.durability = "power-loss"`` (file
+   and folder fsynced, database commit durable before each success; the node that then
+   analyses) and to a receive-only ``hemex serve --role receive`` with
+   ``"process-crash"``; the disk's fsync floor (write the same bytes, fsync, rename,
+   fsync the folder, per image) and the reference 1/(1/storescp + 1/floor) are measured
+   in the same run (bench/ingest_reference.py). Images/s of each and the ratios issue 10
+   sets targets for (bench/bench_load.py does the same with 8 associations).
 2. Last image received -> SR stored in Orthanc, split by stage, read from the node's
    database and result summary: completion decision, analysis stages (select, load,
    volume, mask, measure, clinical), report (SEG + SR built and validated by dciodvfy
@@ -27,7 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +43,8 @@ from pathlib import Path
 
 import pydicom
 
+from bench.ingest_reference import combined_rate, fsync_floor, settle
+from tests.support.node_process import NodeDatabase
 from tests.support.peers import DCMTK_ENV, Orthanc, free_port, port_open, start_orthanc, wait_until
 from tests.support.phantoms import make_head_ct_series
 
@@ -47,8 +54,10 @@ SLICE_MM = {40: 2.5, 300: 0.625}
 
 @dataclass
 class Run:
-    ingest_s: float
+    ingest_s: float  # to the node that analyses (power-loss)
     stages: dict[str, float]
+    process_crash_ingest_s: float  # to the receive-only node (process-crash)
+    floor_per_s: float
 
 
 def _storescu(port: int, folder: Path, called: str) -> float:
@@ -67,16 +76,19 @@ def _start_storescp(folder: Path) -> tuple[subprocess.Popen, int]:
     return process, port
 
 
-def _start_node(workdir: Path, orthanc: Orthanc) -> tuple[subprocess.Popen, int, Path]:
+def _start_node(workdir: Path, orthanc: Orthanc, durability: str = "power-loss",
+                receive_only: bool = False) -> tuple[subprocess.Popen, int, Path]:
+    """``hemex serve`` on its own data dir; returns the process, its DICOM port and data dir."""
     port = free_port()
-    data_dir = workdir / "node"
-    config = workdir / "hemex.toml"
+    data_dir = workdir / f"node-{durability}"
+    config = workdir / f"hemex-{durability}.toml"
     config.write_text(f"""
 data_dir = "{data_dir}"
 [dicom]
 host = "127.0.0.1"
 port = {port}
 allowed_calling_ae_titles = ["STORESCU"]
+durability = "{durability}"
 [hl7]
 enabled = false
 [[destinations]]
@@ -86,10 +98,11 @@ host = "127.0.0.1"
 port = {orthanc.dicom_port}
 """)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen([sys.executable, "-m", "daemon.cli", "serve", "--config", str(config)], cwd=ROOT,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    roles = ["--role", "receive"] if receive_only else []
+    process = subprocess.Popen([sys.executable, "-m", "daemon.cli", "serve", "--config", str(config), *roles],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until(lambda: port_open(port), timeout_s=120)
-    return process, port, data_dir / "hemex.sqlite3"
+    return process, port, data_dir
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -107,21 +120,20 @@ def _sr_in_orthanc(orthanc: Orthanc, study_uid: str) -> bool:
     return False
 
 
-def _delivered(db_path: Path, study_uid: str) -> bool:
+def _delivered(db: NodeDatabase, study_uid: str) -> bool:
     """The node has recorded the SR's delivery (it commits after Orthanc's success)."""
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
-        row = db.execute("SELECT o.delivered_at FROM outbox o JOIN results r ON o.item_key = r.sr_sop_uid"
-                         " WHERE r.study_uid = ?", (study_uid,)).fetchone()
-    return bool(row and row[0])
+    rows = db.rows("SELECT o.delivered_at FROM outbox o JOIN results r ON o.item_key = r.sr_sop_uid"
+                   " WHERE r.study_uid = :uid", {"uid": study_uid})
+    return bool(rows and rows[0][0])
 
 
-def _stages(db_path: Path, study_uid: str, sr_seen_at: float) -> dict[str, float]:
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
-        last_image = db.execute("SELECT MAX(received_at) FROM instances WHERE study_uid = ?", (study_uid,)).fetchone()[0]
-        completed = db.execute("SELECT MAX(completed_at) FROM series WHERE study_uid = ?", (study_uid,)).fetchone()[0]
-        result_at, summary_json, sr_uid = db.execute(
-            "SELECT created_at, summary_json, sr_sop_uid FROM results WHERE study_uid = ?", (study_uid,)).fetchone()
-        delivered = db.execute("SELECT delivered_at FROM outbox WHERE item_key = ?", (sr_uid,)).fetchone()[0]
+def _stages(db: NodeDatabase, study_uid: str, sr_seen_at: float) -> dict[str, float]:
+    uid = {"uid": study_uid}
+    last_image = db.rows("SELECT MAX(received_at) FROM instances WHERE study_uid = :uid", uid)[0][0]
+    completed = db.rows("SELECT MAX(completed_at) FROM series WHERE study_uid = :uid", uid)[0][0]
+    result_at, summary_json, sr_uid = db.rows(
+        "SELECT created_at, summary_json, sr_sop_uid FROM results WHERE study_uid = :uid", uid)[0]
+    delivered = db.rows("SELECT delivered_at FROM outbox WHERE item_key = :sr", {"sr": sr_uid})[0][0]
     analysis = json.loads(summary_json)["stage_seconds"]
     stages = {"completion decision": completed - last_image}
     stages.update({name: seconds for name, seconds in analysis.items()})
@@ -138,8 +150,9 @@ def _drop_images_in_acquisition(paths: list[Path]) -> None:
         ds.save_as(path, enforce_file_format=True)
 
 
-def bench_size(slices: int, repeats: int, workdir: Path, orthanc: Orthanc, node_port: int, db_path: Path,
-               storescp_port: int, images_in_acquisition: bool = False) -> tuple[list[float], list[Run]]:
+def bench_size(slices: int, repeats: int, workdir: Path, orthanc: Orthanc, node_port: int, db: NodeDatabase,
+               storescp_port: int, process_crash_port: int,
+               images_in_acquisition: bool = False) -> tuple[list[float], list[Run]]:
     reference, runs = [], []
     for repeat in range(repeats):
         folder = workdir / f"ct{slices}-{repeat}"
@@ -147,13 +160,21 @@ def bench_size(slices: int, repeats: int, workdir: Path, orthanc: Orthanc, node_
                                       patient_id=f"BENCH-{slices}-{repeat}", accession=f"ACC-{slices}-{repeat}")
         if not images_in_acquisition:
             _drop_images_in_acquisition(phantom.paths)
+        settle()
         reference.append(_storescu(storescp_port, folder, "STORESCP"))
+        settle()
+        floor = fsync_floor(sorted(folder.iterdir()), workdir / "floor")
+        shutil.rmtree(workdir / "floor")
+        # The receive-only node first, while the analysing node is idle.
+        settle()
+        process_crash = _storescu(process_crash_port, folder, "HEMEX")
+        settle()
         ingest = _storescu(node_port, folder, "HEMEX")
         study_uid = phantom.study_uid
         wait_until(lambda: _sr_in_orthanc(orthanc, study_uid), timeout_s=1800, interval_s=0.1)  # noqa: B023
         seen_at = time.time()
-        wait_until(lambda: _delivered(db_path, study_uid), timeout_s=60)  # noqa: B023 - called at once
-        runs.append(Run(ingest, _stages(db_path, study_uid, seen_at)))
+        wait_until(lambda: _delivered(db, study_uid), timeout_s=60)  # noqa: B023 - called at once
+        runs.append(Run(ingest, _stages(db, study_uid, seen_at), process_crash, floor))
     return reference, runs
 
 
@@ -168,17 +189,26 @@ def main() -> int:
         workdir = Path(tmp)
         orthanc = start_orthanc(workdir / "orthanc")
         storescp, storescp_port = _start_storescp(workdir / "storescp")
-        node, node_port, db_path = _start_node(workdir, orthanc)
+        node, node_port, data_dir = _start_node(workdir, orthanc)
+        receiver, receiver_port, _ = _start_node(workdir, orthanc, "process-crash", receive_only=True)
+        db = NodeDatabase(data_dir)
         try:
             print(f"machine: {os.cpu_count()} CPUs; median of {args.repeats} runs; 512 x 512 slices")
             for slices in args.sizes:
-                reference, runs = bench_size(slices, args.repeats, workdir, orthanc, node_port, db_path,
-                                             storescp_port, args.images_in_acquisition)
+                reference, runs = bench_size(slices, args.repeats, workdir, orthanc, node_port, db,
+                                             storescp_port, receiver_port, args.images_in_acquisition)
                 ref = statistics.median(reference)
                 ingest = statistics.median(r.ingest_s for r in runs)
+                process_crash = statistics.median(r.process_crash_ingest_s for r in runs)
+                floor = statistics.median(r.floor_per_s for r in runs)
+                combined = combined_rate(slices / ref, floor)
                 print(f"\n== {slices}-slice series ==")
-                print(f"ingest   storescp {slices / ref:7.1f} images/s   hemex {slices / ingest:7.1f} images/s"
-                      f"   ratio hemex/storescp {ref / ingest:.2f}")
+                print(f"ingest   storescp {slices / ref:7.1f} images/s   fsync floor {floor:7.1f} images/s"
+                      f"   reference 1/(1/storescp + 1/floor) {combined:7.1f} images/s")
+                print(f"         hemex power-loss    {slices / ingest:7.1f} images/s"
+                      f"   {slices / ingest / combined:.2f} x reference (target >= 0.9)")
+                print(f"         hemex process-crash {slices / process_crash:7.1f} images/s"
+                      f"   {ref / process_crash:.2f} x storescp (target >= 0.8)")
                 print(f"{'stage':28s} {'seconds':>9s} {'x storescp ingest':>18s}")
                 for stage in runs[0].stages:
                     seconds = statistics.median(r.stages[stage] for r in runs)
@@ -186,7 +216,9 @@ def main() -> int:
             print(f"\nnode peak RSS: {_peak_rss_mib(node.pid):.0f} MiB")
         finally:
             node.terminate()
+            receiver.terminate()
             node.wait(60)
+            receiver.wait(60)
             storescp.terminate()
             orthanc.stop()
     return 0

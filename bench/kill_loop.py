@@ -9,6 +9,7 @@ instance must be in the database and its spool file must decode. Unacknowledged 
 are re-sent.
 
 Usage: .venv/bin/python -m bench.kill_loop [--kills 20] [--images 400] [--seed 1]
+       [--durability power-loss|process-crash]
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from pathlib import Path
 import pydicom
 
 
-def serve(data_dir: Path, port: int) -> None:
+def serve(data_dir: Path, port: int, durability: str = "power-loss") -> None:
     """The process under test: the node's receive path on ``port``."""
     from tests.support.dicom_listener import start_receive_listener
 
-    start_receive_listener(data_dir, port=port, min_free_disk_mb=0)
+    start_receive_listener(data_dir, port=port, min_free_disk_mb=0, durability=durability)
     threading.Event().wait()
 
 
@@ -43,8 +44,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "bench.kill_loop", "--serve", str(data_dir), "--port", str(port)],
+def _start(data_dir: Path, port: int, durability: str = "power-loss") -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "bench.kill_loop", "--serve", str(data_dir), "--port", str(port),
+                             "--durability", durability],
                             cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
@@ -127,7 +129,7 @@ def make_series(folder: Path, count: int) -> list[Path]:
     return files
 
 
-def kill_loop(kills: int, images: int, seed: int, work: Path) -> Tally:
+def kill_loop(kills: int, images: int, seed: int, work: Path, durability: str = "power-loss") -> Tally:
     """Send ``images`` slices while killing the listener ``kills`` times; then check."""
     rng = random.Random(seed)
     files = make_series(work / "in", images)
@@ -135,7 +137,7 @@ def kill_loop(kills: int, images: int, seed: int, work: Path) -> Tally:
     tally = Tally()
     port = _free_port()
     for _ in range(kills):
-        proc = _start(data_dir, port)
+        proc = _start(data_dir, port, durability)
         sender = threading.Thread(target=_send_until_killed, args=(port, files, tally))
         sender.start()
         time.sleep(rng.uniform(0.05, 0.6))  # the random moment of the kill
@@ -144,7 +146,7 @@ def kill_loop(kills: int, images: int, seed: int, work: Path) -> Tally:
         proc.wait()
         tally.kills += 1
         sender.join(timeout=30)
-    proc = _start(data_dir, port)  # a last run with no kill sends the rest
+    proc = _start(data_dir, port, durability)  # a last run with no kill sends the rest
     try:
         _send_until_killed(port, files, tally)
     finally:
@@ -159,16 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--durability", choices=["power-loss", "process-crash"], default="power-loss",
+                        help="dicom.durability of the listener under test")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.durability)
         return 0
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        tally = kill_loop(args.kills, args.images, args.seed, Path(tmp))
-    print(f"kills={tally.kills} kills_mid_send={tally.kills_mid_send} images={args.images} sends={tally.sent} acknowledged={len(tally.acknowledged)} "
+        tally = kill_loop(args.kills, args.images, args.seed, Path(tmp), args.durability)
+    print(f"durability={args.durability} kills={tally.kills} kills_mid_send={tally.kills_mid_send} images={args.images} sends={tally.sent} acknowledged={len(tally.acknowledged)} "
           f"lost={len(tally.lost)} unreadable={len(tally.unreadable)} seconds={time.monotonic() - start:.1f}")
     return 1 if tally.lost or tally.unreadable or len(tally.acknowledged) != args.images else 0
 

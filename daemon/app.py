@@ -102,7 +102,8 @@ class Node:
         # Signs acknowledgement links; made (and the node key with it) before any alert.
         self.alert_links = AlertLinks.from_settings(settings)
         self.store = InstanceStore(self.db, settings.spool_dir, settings.dicom.min_free_disk_mb * 1024 * 1024,
-                                   self.tracker)
+                                   self.tracker, durability=settings.dicom.durability,
+                                   write_back_interval_s=settings.dicom.write_back_interval_s)
         report_settings = settings.report
         self.sr_validator = (WarmSrValidator() if Role.ANALYSE in self.roles and report_settings.validate_with_dicom3tools
                              and report_settings.warm_sr_validator else None)
@@ -266,6 +267,7 @@ class Node:
         """Close the listeners first, then let running work finish."""
         if self._dicom_server is not None:
             self._dicom_server.shutdown()
+        self.store.close()
         if self.hl7 is not None:
             self.hl7.stop()
         self.scheduler.shutdown(wait=True)

@@ -76,6 +76,14 @@ class DicomListenerSettings(_Section):
     min_free_disk_mb: int = 500
     # Largest single object accepted (bytes of the encoded dataset).
     max_instance_bytes: int = 512 * 1024 * 1024
+    # What a C-STORE success promises (docs/promises.md, Durability). "power-loss": the
+    # file (and its folder) are fsynced and the row committed durably before the answer.
+    # "process-crash": the file is renamed into place and the row committed without
+    # waiting for the disk; a background sync makes both durable within
+    # write_back_interval_s. Both survive kill -9 of the node; only "power-loss" survives
+    # a power cut or kernel crash.
+    durability: Literal["power-loss", "process-crash"] = "power-loss"
+    write_back_interval_s: float = Field(1.0, gt=0.0, le=60.0)
     # Optional DICOM TLS (issue 5): server certificate and key (PEM); with tls_client_ca
     # set, callers must present a certificate signed by it (mutual TLS).
     tls_cert: Path | None = None

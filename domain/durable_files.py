@@ -1,21 +1,30 @@
-"""Durable file writes: temp file in the same folder, fsync, rename, fsync the folder."""
+"""Durable file writes: temp file in the same folder, fsync, rename, fsync the folder.
+
+``write_atomically(..., durable=False)`` is the same write without the fsyncs: the file is
+handed to the operating system (it survives the death of the process, not a power cut)
+and ``sync_file_system`` later makes a batch of such writes durable with one call.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from domain.errors import StorageFullError
 
 
-def ensure_private_dir(path: Path) -> Path:
+def ensure_private_dir(path: Path, *, durable: bool = False) -> Path:
     """Create ``path`` (and any missing parents) readable by the owner only (0700).
 
     ``Path.mkdir(parents=True, mode=...)`` applies the mode to the last folder only; the
-    parents it creates get the umask default (often 0755), so each is made here.
+    parents it creates get the umask default (often 0755), so each is made here. With
+    ``durable`` the folder holding each new folder is fsynced, so that the new folder's
+    name survives a power cut too (a file's folder fsync covers only the file's name).
     """
     missing = []
     for folder in (path, *path.parents):
@@ -30,6 +39,8 @@ def ensure_private_dir(path: Path) -> Path:
                 raise
             continue  # another thread made it between the check and the mkdir
         os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask
+        if durable:
+            fsync_folder(folder.parent)
     return path
 
 
@@ -38,15 +49,29 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def write_atomically(target: Path, data: bytes) -> None:
+def fsync_folder(folder: Path) -> None:
+    """fsync a folder: the names created, renamed or removed in it reach the disk."""
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_atomically(target: Path, data: bytes, *, durable: bool = True) -> None:
     """Write ``data`` to ``target`` so that it is either wholly there or absent.
+
+    With ``durable`` (the default) the file is fsynced before the rename and its folder
+    after it, so it is on the disk when this returns; without, it is in the operating
+    system's hands (it survives the death of this process, not a power cut, until
+    ``sync_file_system`` or the kernel's own writeback).
 
     Raises
     ------
     StorageFullError
         When the disk (or quota) is full; nothing is left behind.
     """
-    ensure_private_dir(target.parent)
+    ensure_private_dir(target.parent, durable=durable)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -55,17 +80,51 @@ def write_atomically(target: Path, data: bytes) -> None:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        if durable:
+            fsync_folder(target.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFullError(f"no space left to write {target.name}") from exc
         raise
+
+
+def _syncfs_function() -> Callable[[int], int] | None:
+    try:
+        function: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).syncfs  # Linux (glibc, musl)
+        return function
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNCFS = _syncfs_function()
+
+
+def sync_file_system(path: Path) -> None:
+    """Make every write on the file system holding ``path`` durable (Linux ``syncfs``).
+
+    One call flushes the data and names of all the files written since the last one,
+    which is what a batch of ``durable=False`` writes needs; since Linux 5.8 it reports a
+    write-back error as fsync does. Elsewhere it falls back to ``os.sync`` (all file
+    systems, and no error report).
+
+    Raises
+    ------
+    OSError
+        The kernel reported a write-back error: some data written may not be on disk.
+    """
+    if _SYNCFS is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _SYNCFS(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"syncfs failed: {os.strerror(code)}")
+    finally:
+        os.close(fd)

@@ -39,7 +39,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
-from pynetdicom.dsutils import create_file_meta, decode, encode_file_meta
+from pynetdicom.dsutils import decode
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -48,6 +48,7 @@ from daemon.audit_log import AuditLog
 from daemon.config import DicomListenerSettings
 from daemon.receive.instance_header import read_instance_header
 from daemon.receive.instance_store import InstanceStore
+from daemon.receive.part10 import part10_header
 from daemon.tls import server_context
 from domain.errors import InvalidInputError, StorageFullError
 from domain.handles import study_handle
@@ -131,7 +132,8 @@ def receive_instance(received: ReceivedObject, store: InstanceStore, settings: D
                      audit: AuditLog) -> int:
     """Check one received object, spool it durably and record it; its C-STORE status.
 
-    Returns 0x0000 once the file is on disk and recorded (also for a duplicate),
+    Returns 0x0000 once the file is stored and recorded as ``dicom.durability`` says
+    (``InstanceStore``; also for a duplicate),
     0xA700 when the object is larger than ``max_instance_bytes`` or the disk is full,
     0xA900 when the dataset is not a CT image of the SOP class it was sent as, and
     0xC000 when it cannot be decoded or lacks its identifying UIDs. The file written is
@@ -188,10 +190,8 @@ def _decoded(received: ReceivedObject) -> Dataset:
 
 def _part10(received: ReceivedObject, header: ReceivedInstance) -> bytes:
     """The DICOM file of the object: preamble, file meta, then the data set as sent."""
-    meta = create_file_meta(sop_class_uid=UID(header.sop_class_uid), sop_instance_uid=UID(header.sop_instance_uid),
-                            transfer_syntax=UID(received.transfer_syntax))
-    meta.SourceApplicationEntityTitle = received.calling_ae
-    return b"\0" * 128 + b"DICM" + encode_file_meta(meta) + received.dataset_bytes
+    return part10_header(header.sop_class_uid, header.sop_instance_uid, received.transfer_syntax,
+                         received.calling_ae) + received.dataset_bytes
 
 
 def _check_native_pixel_length(ds: Dataset, transfer_syntax: UID) -> None:

@@ -10,6 +10,13 @@ SQLAlchemy's connection pool, READ COMMITTED; where two nodes could race, reposi
 lock the rows they decide on (``SELECT ... FOR UPDATE [SKIP LOCKED]``). Its commits are
 durable when PostgreSQL's own ``synchronous_commit`` is on (its default).
 
+``transaction(durable=False)`` commits without waiting for the disk: SQLite with
+``synchronous=NORMAL`` (in WAL mode the commit is in the operating system's hands: it
+survives the death of the process, not a power cut, until the WAL is next synced), and
+PostgreSQL with ``SET LOCAL synchronous_commit = off`` (the server's WAL writer flushes it
+within three ``wal_writer_delay``, 0.6 s by default; a server crash may lose that much,
+never consistency). The listener's ``dicom.durability = "process-crash"`` uses it.
+
 Every query lives in a repository (``Repositories``); nothing else sees SQL or rows.
 """
 
@@ -87,9 +94,17 @@ class Database:
         return self.engine.url.render_as_string(hide_password=True)
 
     @contextmanager
-    def transaction(self) -> Iterator[Repositories]:
-        """A write transaction: committed when the block ends, rolled back if it raises."""
-        with self.engine.connect().execution_options(hemex_write=True) as conn, conn.begin():
+    def transaction(self, *, durable: bool = True) -> Iterator[Repositories]:
+        """A write transaction: committed when the block ends, rolled back if it raises.
+
+        With ``durable=False`` the commit returns before the database has synced it to
+        disk (see the module docstring: it survives a crash of this process, not of the
+        machine).
+        """
+        options = {"hemex_write": True, "hemex_durable": durable}
+        with self.engine.connect().execution_options(**options) as conn, conn.begin():
+            if not durable and self.dialect == "postgresql":
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             yield Repositories(conn)
 
     @contextmanager
@@ -152,7 +167,15 @@ def _sqlite_engine(path: Path) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("hemex_write", False)
+        options = conn.get_execution_options()
+        write = options.get("hemex_write", False)
+        if write:
+            # synchronous is a property of the connection: set it for this transaction
+            # when it differs from what the pooled connection had last.
+            synchronous = "FULL" if options.get("hemex_durable", True) else "NORMAL"
+            if conn.info.get("hemex_synchronous", "FULL") != synchronous:
+                conn.exec_driver_sql(f"PRAGMA synchronous = {synchronous}")
+                conn.info["hemex_synchronous"] = synchronous
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine

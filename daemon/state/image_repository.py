@@ -26,10 +26,26 @@ _INSERT_INSTANCE = text(
     "INSERT INTO instances(sop_instance_uid, sop_class_uid, series_uid, study_uid, path, size_bytes,"
     " calling_ae_title, received_at, slice_position) VALUES (:sop_uid, :sop_class, :series_uid, :study_uid,"
     " :path, :size, :calling_ae, :now, :position) ON CONFLICT(sop_instance_uid) DO NOTHING")
-_COUNT_INSTANCE = text(
-    "UPDATE series SET instance_count = instance_count + 1, last_received_at = :now,"
+# RETURNING (SQLite 3.35+, PostgreSQL): the progress comes back without a second query.
+_COUNT_INSTANCES = text(
+    "UPDATE series SET instance_count = instance_count + :added, last_received_at = :now,"
     " state = 'receiving', recheck_at = :recheck_at,"
-    " expected_images = COALESCE(expected_images, :expected) WHERE series_uid = :series_uid")
+    " expected_images = COALESCE(expected_images, :expected) WHERE series_uid = :series_uid"
+    " RETURNING series_uid, study_uid, instance_count, expected_images, last_received_at")
+_PROGRESS = text(
+    "SELECT series_uid, study_uid, instance_count, expected_images, last_received_at FROM series"
+    " WHERE series_uid = :uid AND state = 'receiving'")
+_HOLDS = text("SELECT 1 FROM instances WHERE sop_instance_uid = :uid")
+
+
+@dataclass(frozen=True)
+class ArrivedInstance:
+    """One instance whose spool file is written, to be recorded."""
+
+    instance: ReceivedInstance
+    path: Path
+    size_bytes: int
+    calling_ae_title: str
 
 
 @dataclass(frozen=True)
@@ -64,43 +80,69 @@ class ImageRepository:
 
     def holds(self, sop_instance_uid: str) -> bool:
         """True when this SOP Instance UID was stored before."""
-        return self._conn.execute(text("SELECT 1 FROM instances WHERE sop_instance_uid = :uid"),
-                                  {"uid": sop_instance_uid}).first() is not None
+        return self._conn.execute(_HOLDS, {"uid": sop_instance_uid}).first() is not None
+
+    def path_of(self, sop_instance_uid: str) -> Path | None:
+        """The spool file of an instance held, or None."""
+        value = self._conn.execute(text("SELECT path FROM instances WHERE sop_instance_uid = :uid"),
+                                   {"uid": sop_instance_uid}).scalar()
+        return None if value is None else Path(value)
 
     def record(self, instance: ReceivedInstance, path: Path, size_bytes: int, calling_ae_title: str,
                now: float, recheck_at: float) -> SeriesProgress | None:
-        """Record one stored instance with its study and series.
+        """Record one stored instance with its study and series (``record_many`` of one)."""
+        return self.record_many([ArrivedInstance(instance, path, size_bytes, calling_ae_title)], now,
+                                recheck_at)[0]
 
-        Returns the series' progress with it, or None when the instance was held already.
-        ``recheck_at`` is when the series' completion is to be decided again.
+    def record_many(self, arrivals: list[ArrivedInstance], now: float,
+                    recheck_at: float) -> list[SeriesProgress | None]:
+        """Record instances (received together) with their studies and series.
+
+        Each study and series is written once however many of its instances come, in UID
+        order (two transactions touching the same studies lock them in the same order).
+        Returns, for each arrival, its series' progress after all of them, or None when
+        the instance was held already. ``recheck_at`` is when the completion of each
+        series is to be decided again.
         """
-        self._conn.execute(_UPSERT_STUDY, {
-            "study_uid": instance.study_uid, "handle": study_handle(instance.study_uid),
-            "patient_id": instance.patient_id, "issuer": instance.issuer_of_patient_id,
-            "accession": instance.accession_number, "study_datetime": instance.study_datetime,
-            "now": now})
-        self._conn.execute(_UPSERT_SERIES, {
-            "series_uid": instance.series_uid, "study_uid": instance.study_uid,
-            "modality": instance.modality, "description": instance.series_description,
-            "expected": instance.expected_images, "now": now})
-        inserted = self._conn.execute(_INSERT_INSTANCE, {
-            "sop_uid": instance.sop_instance_uid, "sop_class": instance.sop_class_uid,
-            "series_uid": instance.series_uid, "study_uid": instance.study_uid, "path": str(path),
-            "size": size_bytes, "calling_ae": calling_ae_title, "now": now,
-            "position": instance.slice_position}).rowcount == 1
-        if not inserted:
-            return None
-        self._conn.execute(_COUNT_INSTANCE, {"now": now, "recheck_at": recheck_at,
-                                             "expected": instance.expected_images,
-                                             "series_uid": instance.series_uid})
-        return self.progress(instance.series_uid)
+        studies = {a.instance.study_uid: a.instance for a in reversed(arrivals)}
+        series = {a.instance.series_uid: a.instance for a in reversed(arrivals)}
+        for study_uid in sorted(studies):
+            instance = studies[study_uid]
+            self._conn.execute(_UPSERT_STUDY, {
+                "study_uid": study_uid, "handle": study_handle(study_uid),
+                "patient_id": instance.patient_id, "issuer": instance.issuer_of_patient_id,
+                "accession": instance.accession_number, "study_datetime": instance.study_datetime,
+                "now": now})
+        for series_uid in sorted(series):
+            instance = series[series_uid]
+            self._conn.execute(_UPSERT_SERIES, {
+                "series_uid": series_uid, "study_uid": instance.study_uid, "modality": instance.modality,
+                "description": instance.series_description, "expected": instance.expected_images, "now": now})
+        added: dict[str, int] = {}
+        inserted = []
+        for arrival in arrivals:
+            instance = arrival.instance
+            new = self._conn.execute(_INSERT_INSTANCE, {
+                "sop_uid": instance.sop_instance_uid, "sop_class": instance.sop_class_uid,
+                "series_uid": instance.series_uid, "study_uid": instance.study_uid, "path": str(arrival.path),
+                "size": arrival.size_bytes, "calling_ae": arrival.calling_ae_title, "now": now,
+                "position": instance.slice_position}).rowcount == 1
+            inserted.append(new)
+            if new:
+                added[instance.series_uid] = added.get(instance.series_uid, 0) + 1
+        progress: dict[str, SeriesProgress] = {}
+        for series_uid in sorted(added):
+            row = self._conn.execute(_COUNT_INSTANCES, {
+                "added": added[series_uid], "now": now, "recheck_at": recheck_at,
+                "expected": series[series_uid].expected_images, "series_uid": series_uid}).one()
+            progress[series_uid] = SeriesProgress(row.series_uid, row.study_uid, row.instance_count,
+                                                  row.expected_images, row.last_received_at)
+        return [progress[a.instance.series_uid] if new else None for a, new in zip(arrivals, inserted, strict=True)]
 
     # --- series progress ---------------------------------------------------------------
     def progress(self, series_uid: str) -> SeriesProgress | None:
         """A series still receiving, or None when it is complete or unknown."""
-        row = self._conn.execute(text(
-            "SELECT series_uid, study_uid, instance_count, expected_images, last_received_at FROM series"
-            " WHERE series_uid = :uid AND state = 'receiving'"), {"uid": series_uid}).first()
+        row = self._conn.execute(_PROGRESS, {"uid": series_uid}).first()
         return None if row is None else SeriesProgress(row.series_uid, row.study_uid, row.instance_count,
                                                        row.expected_images, row.last_received_at)
 

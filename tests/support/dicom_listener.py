@@ -67,6 +67,7 @@ class Listener:
     spool: Path
     server: ThreadedAssociationServer
     audit: AuditLog
+    store: InstanceStore
 
     def instances(self, series_uid: str | None = None) -> list[StoredInstance]:
         with self.db.reading() as repos:
@@ -78,6 +79,7 @@ class Listener:
 
     def stop(self) -> None:
         self.server.shutdown()
+        self.store.close()
         self.audit.close()
         self.db.close()
 
@@ -88,10 +90,11 @@ def start_receive_listener(folder: Path, **overrides: object) -> Listener:
                                         "allowed_calling_ae_titles": ["STORESCU"], **overrides})
     db = open_database(folder / "db.sqlite3")
     tracker = SeriesTracker(db, SeriesCompletionSettings())
-    store = InstanceStore(db, folder / "spool", settings.min_free_disk_mb * 1024 * 1024, tracker)
+    store = InstanceStore(db, folder / "spool", settings.min_free_disk_mb * 1024 * 1024, tracker,
+                          durability=settings.durability, write_back_interval_s=settings.write_back_interval_s)
     audit = AuditLog(folder / "logs")
     server = start_listener(settings, store, audit)
-    return Listener(int(server.server_address[1]), db, folder / "spool", server, audit)
+    return Listener(int(server.server_address[1]), db, folder / "spool", server, audit, store)
 
 
 def storescu(port: int, files: list[Path], aet: str = "STORESCU", *extra: str) -> subprocess.CompletedProcess:

@@ -198,7 +198,8 @@ class NodeDatabase:
         else:
             self._engine = None
 
-    def rows(self, sql: str) -> list[tuple]:
+    def rows(self, sql: str, params: dict[str, object] | None = None) -> list[tuple]:
+        """The rows of ``sql`` (named parameters, ``:name``, from ``params``)."""
         if self._engine is None:
             if not self.path.exists():
                 return []
@@ -207,10 +208,10 @@ class NodeDatabase:
         else:
             engine = self._engine
         with engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(text(sql))]
+            return [tuple(row) for row in conn.execute(text(sql), params or {})]
 
-    def count(self, sql: str) -> int:
-        rows = self.rows(sql)
+    def count(self, sql: str, params: dict[str, object] | None = None) -> int:
+        rows = self.rows(sql, params)
         return int(rows[0][0]) if rows else 0
 
 
