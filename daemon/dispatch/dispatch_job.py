@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from daemon.audit_log import AuditLog
 from daemon.config import Settings
@@ -25,7 +26,7 @@ from daemon.state.repositories import Repositories
 from domain.delivery import HL7_DESTINATION, Channel, DeliveryRequest
 from domain.handles import study_handle
 from domain.jobs import JobKind
-from domain.report import ReportBundle
+from domain.report import AlertFiles, ReportBundle, ReportObject
 from domain.study import StudyEvent
 
 log = logging.getLogger(__name__)
@@ -72,24 +73,29 @@ class DispatchStage:
 
 
 def record_and_queue(repos: Repositories, bundle: ReportBundle, settings: Settings, now: float) -> tuple[int, bool]:
-    """In the caller's transaction: the ``results`` row, one outbox item per object and
-    PACS, the ORU, and the alert (once per study and key). Returns (result id, alerted).
+    """In the caller's transaction: the ``results`` row and everything the report sends
+    (``queue_sends``). Returns (result id, alerted).
 
     Also used for a "not analysed" notice (daemon/analyse/notice_job.py).
     """
     result_id = repos.results.add(bundle, now)
-    for request in _deliveries(bundle, settings):
-        repos.outbox.enqueue(request, now)
-    alerted = bundle.alert is not None and queue_alert(
-        repos, bundle.study_uid, bundle.alert, settings.alerts.webhooks, now,
-        **alert_routing(settings, repos.studies.last_image_at(bundle.study_uid), now))
+    alerted = queue_sends(repos, settings, bundle.study_uid, bundle.objects, bundle.oru_path, bundle.oru_control_id,
+                          bundle.alert, now)
     return result_id, alerted
 
 
-def _deliveries(bundle: ReportBundle, settings: Settings) -> list[DeliveryRequest]:
-    requests = [DeliveryRequest(Channel.DICOM, destination.name, obj.sop_instance_uid, obj.path, bundle.study_uid)
-                for destination in settings.destinations for obj in bundle.objects]
-    if bundle.oru_path is not None and bundle.oru_control_id is not None:
-        requests.append(DeliveryRequest(Channel.HL7, HL7_DESTINATION, bundle.oru_control_id, bundle.oru_path,
-                                        bundle.study_uid))
-    return requests
+def queue_sends(repos: Repositories, settings: Settings, study_uid: str, objects: Sequence[ReportObject],
+                oru_path: Path | None, oru_control_id: str | None, alert: AlertFiles | None, now: float) -> bool:
+    """In the caller's transaction: one outbox item per object and PACS, the ORU for the
+    EHR, and the alert (once per study and key). Returns whether the alert was queued.
+
+    Shared by every report the node sends (report, notice, follow-up report).
+    """
+    for destination in settings.destinations:
+        for obj in objects:
+            repos.outbox.enqueue(DeliveryRequest(Channel.DICOM, destination.name, obj.sop_instance_uid, obj.path,
+                                                 study_uid), now)
+    if oru_path is not None and oru_control_id is not None:
+        repos.outbox.enqueue(DeliveryRequest(Channel.HL7, HL7_DESTINATION, oru_control_id, oru_path, study_uid), now)
+    return alert is not None and queue_alert(repos, study_uid, alert, settings.alerts.webhooks, now,
+                                             **alert_routing(settings, repos.studies.last_image_at(study_uid), now))

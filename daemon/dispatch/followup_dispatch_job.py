@@ -16,10 +16,9 @@ from collections.abc import Callable
 
 from daemon.audit_log import AuditLog
 from daemon.config import Settings
-from daemon.dispatch.alert_queue import alert_routing, queue_alert
+from daemon.dispatch.dispatch_job import queue_sends
 from daemon.jobs.wakeup import Wakeup
 from daemon.state.database import Database
-from domain.delivery import HL7_DESTINATION, Channel, DeliveryRequest
 from domain.followup import Role
 from domain.handles import study_handle
 
@@ -45,16 +44,8 @@ class FollowupDispatchStage:
             if bundle is None:
                 log.info("follow-up dispatch skipped study=%s reason=nothing undispatched", study_handle(study_uid))
                 return
-            requests = [DeliveryRequest(Channel.DICOM, destination.name, obj.sop_instance_uid, obj.path, study_uid)
-                        for destination in self._settings.destinations for obj in bundle.objects]
-            if bundle.oru_path is not None and bundle.oru_control_id is not None:
-                requests.append(DeliveryRequest(Channel.HL7, HL7_DESTINATION, bundle.oru_control_id,
-                                                bundle.oru_path, study_uid))
-            for request in requests:
-                repos.outbox.enqueue(request, now)
-            alerted = bundle.alert is not None and queue_alert(
-                repos, study_uid, bundle.alert, self._settings.alerts.webhooks, now,
-                **alert_routing(self._settings, repos.studies.last_image_at(study_uid), now))
+            alerted = queue_sends(repos, self._settings, study_uid, bundle.objects, bundle.oru_path,
+                                  bundle.oru_control_id, bundle.alert, now)
             outcome = bundle.outcome
             if outcome.role is Role.FOLLOWUP:
                 repos.followups.record_outcome(outcome, now)

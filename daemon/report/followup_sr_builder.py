@@ -23,16 +23,16 @@ from pydicom import Dataset
 
 from daemon.config import ReportSettings
 from daemon.report import codes
-from daemon.report.seg_builder import MANUFACTURER_MODEL_NAME, hematoma_tracking_uid
+from daemon.report.seg_builder import hematoma_tracking_uid
 from daemon.report.sr_builder import (
-    CHARACTER_SET,
     NOT_VALIDATED_STATEMENT,
     MeasurementGroup,
     as_segmentation,
+    document_attributes,
     observation_context,
     referenced_segment,
 )
-from daemon.report.uids import derived_uid, new_uid
+from daemon.report.uids import derived_uid
 from domain.errors import ReportBuildError
 from domain.followup import Role
 from domain.outcomes import ObservedOutcome
@@ -97,29 +97,16 @@ def build_followup_report(
             title=codes.REPORT_TITLE,
         )
         report[0].ContentSequence.append(_evaluations(outcome, baseline_sr))
-        instance_number = 1
-        if predecessor_sr is not None:
-            instance_number = int(predecessor_sr.get("InstanceNumber", 1) or 1) + 1
         return hd.sr.Comprehensive3DSR(
             evidence=[*evidence, *([seg] if seg is not None else []), baseline_sr,
                       *_baseline_images(baseline_sr)],
             content=report,
             series_instance_uid=followup_sr_series_uid(settings, outcome.followup_study_uid),
             series_number=series_number,
-            sop_instance_uid=new_uid(settings),
-            instance_number=instance_number,
-            manufacturer=settings.manufacturer,
             is_complete=True,
             is_final=True,
-            is_verified=False,
-            institution_name=settings.institution_name or None,
-            previous_versions=[predecessor_sr] if predecessor_sr is not None else None,
             coding_schemes=[codes.LOCAL_SCHEME_IDENTIFICATION],
-            series_description=SERIES_DESCRIPTION,
-            manufacturer_model_name=MANUFACTURER_MODEL_NAME,
-            software_versions=software_version,
-            device_serial_number=settings.station_name,
-            specific_character_set=CHARACTER_SET,
+            **document_attributes(settings, software_version, SERIES_DESCRIPTION, predecessor_sr),
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise ReportBuildError(f"highdicom refused the follow-up SR: {exc}") from exc

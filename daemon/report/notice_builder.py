@@ -17,9 +17,8 @@ from highdicom.sr import CodedConcept
 from pydicom import Dataset
 
 from daemon.config import ReportSettings
-from daemon.report.seg_builder import MANUFACTURER_MODEL_NAME
-from daemon.report.sr_builder import CHARACTER_SET, device_observer
-from daemon.report.uids import new_uid, sr_series_uid
+from daemon.report.sr_builder import device_observer, document_attributes
+from daemon.report.uids import sr_series_uid
 from domain.errors import ReportBuildError
 from domain.notice import NotAnalysedNotice
 
@@ -71,25 +70,14 @@ def build_not_analysed_sr(notice: NotAnalysedNotice, evidence: Sequence[Dataset]
         items.append(_section(CONCLUSIONS, CONCLUSION, notice_lines(notice)))
         items.append(_section(FINDINGS, FINDING, series_lines(notice)))
         root.ContentSequence = hd.sr.ContentSequence(items)
-        instance_number = int(predecessor_sr.get("InstanceNumber", 1) or 1) + 1 if predecessor_sr else 1
         return hd.sr.ComprehensiveSR(
             evidence=list(evidence),
             content=root,
             series_instance_uid=sr_series_uid(settings, study_uid),
             series_number=settings.sr_series_number,
-            sop_instance_uid=new_uid(settings),
-            instance_number=instance_number,
-            manufacturer=settings.manufacturer,
             is_complete=True,
             is_final=True,
-            is_verified=False,
-            institution_name=settings.institution_name or None,
-            previous_versions=[predecessor_sr] if predecessor_sr is not None else None,
-            series_description=SERIES_DESCRIPTION,
-            manufacturer_model_name=MANUFACTURER_MODEL_NAME,
-            software_versions=notice.software_version,
-            device_serial_number=settings.station_name,
-            specific_character_set=CHARACTER_SET,
+            **document_attributes(settings, notice.software_version, SERIES_DESCRIPTION, predecessor_sr),
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise ReportBuildError(f"highdicom refused the notice SR: {exc}") from exc

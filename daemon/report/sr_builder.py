@@ -98,31 +98,38 @@ def build_measurement_report(
         )
         report[0].ContentSequence.append(qualitative_evaluations(analysis))
         final = analysis.completion == "COMPLETE"
-        instance_number = 1
-        if predecessor_sr is not None:
-            instance_number = int(predecessor_sr.get("InstanceNumber", 1) or 1) + 1
         return hd.sr.Comprehensive3DSR(
             evidence=[*evidence, *([seg] if seg is not None else [])],
             content=report,
             series_instance_uid=sr_series_uid(settings, study_uid),
             series_number=settings.sr_series_number,
-            sop_instance_uid=new_uid(settings),
-            instance_number=instance_number,
-            manufacturer=settings.manufacturer,
             is_complete=final,
             is_final=final,
-            is_verified=False,
-            institution_name=settings.institution_name or None,
-            previous_versions=[predecessor_sr] if predecessor_sr is not None else None,
             coding_schemes=[codes.LOCAL_SCHEME_IDENTIFICATION],
-            series_description="hemex hematoma report",
-            manufacturer_model_name=MANUFACTURER_MODEL_NAME,
-            software_versions=analysis.software_version,
-            device_serial_number=settings.station_name,
-            specific_character_set=CHARACTER_SET,
+            **document_attributes(settings, analysis.software_version, "hemex hematoma report", predecessor_sr),
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise ReportBuildError(f"highdicom refused the SR: {exc}") from exc
+
+
+def document_attributes(settings: ReportSettings, software_version: str, series_description: str,
+                        predecessor_sr: Dataset | None) -> dict[str, Any]:
+    """What every SR the node makes says about itself: a new SOP Instance UID numbered
+    after its predecessor (which it names), this device and software version, UNVERIFIED
+    (no person checked it), and the character set."""
+    return {
+        "sop_instance_uid": new_uid(settings),
+        "instance_number": int(predecessor_sr.get("InstanceNumber", 1) or 1) + 1 if predecessor_sr is not None else 1,
+        "previous_versions": [predecessor_sr] if predecessor_sr is not None else None,
+        "manufacturer": settings.manufacturer,
+        "manufacturer_model_name": MANUFACTURER_MODEL_NAME,
+        "software_versions": software_version,
+        "device_serial_number": settings.station_name,
+        "institution_name": settings.institution_name or None,
+        "is_verified": False,
+        "series_description": series_description,
+        "specific_character_set": CHARACTER_SET,
+    }
 
 
 def as_segmentation(segmentation: hd.seg.Segmentation | Dataset | None) -> hd.seg.Segmentation | None:
