@@ -5,9 +5,14 @@ The scenario (synthetic, built here): an HL7 feed admits the patient and sends b
 pressure, INR, anticoagulant use and onset time; dcmtk storescu sends a 24-slice head CT
 phantom with a hematoma (tests/support/phantoms.py) and a 3-slice series no selection
 rule accepts. The node reports to a counting PACS; a second destination, "archive", and
-the on-call webhook are down, so their deliveries become dead letters (max_attempts 1).
+the broadcast pager webhook are down, so their deliveries become dead letters
+(max_attempts 1). The roster has one on-call contact, "fellow" (a real HTTP receiver),
+who gets the hematoma alert; nobody acknowledges it within escalate_after_s and the
+roster has nobody after the fellow, so its escalation ends as "exhausted". The "not
+analysed" notice of the other study is a plain alert (no acknowledgement lifecycle).
 Then the archive comes back and the administrator retries its dead letters from the
-console. One browser session serves the whole module, as the on-call doctor and the
+console, and the doctor on call (a viewer) acknowledges the alert from the console.
+One browser session serves the whole module, as the on-call doctor and the
 administrator would use it: log in, look, act.
 
 Set HEMEX_CONSOLE_SCREENSHOTS=docs/console to write the screenshots of each page there
@@ -33,15 +38,20 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from daemon.app import Node
+from daemon.cli import main as hemex_main
 from daemon.console.accounts import AccountsFile
+from domain.alerts import AlertGroup, AlertStep
 from domain.delivery import DeliveryState
 from domain.study import StudyState
+from tests.support.alert_peers import HttpReceiver
 from tests.support.browser import full_page_screenshot, headless_chromium
 from tests.support.counting_pacs import CountingPacs
+from tests.support.databases import on_postgresql
 from tests.support.hl7_peers import MllpClient, adt, msa, obx, oru
 from tests.support.node_settings import loopback_node_settings
 from tests.support.peers import wait_until
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
+from tests.support.postgres import PASSWORD
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +69,8 @@ class Scenario:
     pacs: CountingPacs
     archive_port: int
     archive_holder: socket.socket
+    fellow: HttpReceiver
+    database_url: str | None  # the scenario's own PostgreSQL database on that pass
     shots: Path
     archive: CountingPacs | None = None
     extra: list[CountingPacs] = field(default_factory=list)
@@ -74,6 +86,14 @@ class Scenario:
         with self.node.db.reading() as repos:
             return [(d.destination, d.path.name) for d in repos.outbox.items(state=DeliveryState.DEAD)]
 
+    def alert_group(self) -> AlertGroup:
+        """The hematoma alert's group (the study of ``ct`` raised the only grouped alert)."""
+        with self.node.db.reading() as repos:
+            ref = next(a.group_ref for a in repos.alerts.of_study(self.ct.study_uid) if a.group_ref)
+            group = repos.alerts.group(ref)
+        assert group is not None
+        return group
+
     def audit(self) -> list[dict[str, object]]:
         path = self.node.settings.log_dir / "audit.log"
         return [json.loads(line) for line in path.read_text().splitlines()]
@@ -86,12 +106,16 @@ def _send(node: Node, series: PhantomSeries) -> None:
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+def scenario(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Scenario]:
     work = tmp_path_factory.mktemp("console")
     pacs = CountingPacs(ae_title="PACS").start()
+    fellow = HttpReceiver.start()
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     archive_port = int(holder.getsockname()[1])
+    # The per-test PostgreSQL database does not reach a module fixture: its own, on that pass.
+    url = request.getfixturevalue("postgres_server").create_database() if on_postgresql() else None
+    database = {"database": {"url": url, "password": PASSWORD}} if url else {}
     settings = loopback_node_settings(
         work / "node", None,
         destinations=[{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port},
@@ -99,10 +123,15 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                        "timeout_s": 2.0}],
         outbox={"max_attempts": 1},
         report={"validate_with_dicom3tools": False},
-        alerts={"min_volume_ml": 10.0, "webhooks": [{"name": "oncall-pager", "timeout_s": 2.0,
-                                                     "url": f"http://127.0.0.1:{archive_port}/page"}]},
+        alerts={"min_volume_ml": 10.0,
+                "webhooks": [{"name": "oncall-pager", "timeout_s": 2.0, "url": f"http://127.0.0.1:{archive_port}/page"}],
+                "contacts": [{"name": "fellow", "webhook_url": fellow.url, "timeout_s": 5.0}],
+                "roster": [{"contacts": ["fellow"]}],
+                # The shortest allowed: the scenario sees the escalation end (nobody after the fellow).
+                "acknowledgement": {"escalate_after_s": 10.0}},
         metrics={"port": 0},
         console={"auth": "accounts"},
+        **database,
     )
     accounts = AccountsFile(settings.console_accounts_path)
     accounts.set(ADMIN[0], "admin", ADMIN[1])
@@ -129,19 +158,21 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         _send(node, too_short)
         shots = Path(os.environ.get("HEMEX_CONSOLE_SCREENSHOTS", "") or work / "screenshots")
         scenario = Scenario(node, f"http://127.0.0.1:{node.metrics_port}", ct, too_short, pacs, archive_port, holder,
-                            shots)
+                            fellow, url, shots)
 
         def settled() -> bool:
             with node.db.reading() as repos:
                 states = {s.identity.study_uid: s.state for s in repos.studies.recent(0)}
             return (states.get(ct.study_uid) is StudyState.FINAL
-                    and states.get(too_short.study_uid) is StudyState.NO_SERIES and len(scenario.dead()) == 7)
+                    and states.get(too_short.study_uid) is StudyState.NO_SERIES and len(scenario.dead()) == 7
+                    and len(fellow.requests) == 1)
 
         wait_until(settled, timeout_s=180, interval_s=0.5)
         yield scenario
     finally:
         node.stop()
         pacs.stop()
+        fellow.stop()
         holder.close()
         if scenario is not None and scenario.archive is not None:
             scenario.archive.stop()
@@ -204,7 +235,7 @@ def test_studies_page_shows_state_volume_and_risk_of_todays_studies(browser: Web
     volume = float(reported.find_element(By.CSS_SELECTOR, ".volume").text.split()[0])
     assert volume == pytest.approx(scenario.ct.hematoma_volume_ml, rel=0.10)
     assert reported.find_element(By.CSS_SELECTOR, ".risk").text == "not available"
-    assert "4 delivered" in reported.find_element(By.CSS_SELECTOR, ".deliveries").text
+    assert "5 delivered" in reported.find_element(By.CSS_SELECTOR, ".deliveries").text  # 4 to PACS, 1 to the fellow
     assert "5 dead" in reported.find_element(By.CSS_SELECTOR, ".deliveries").text
     skipped = rows["PHANTOM-0002"].find_element(By.CSS_SELECTOR, ".state").text
     assert "no series" in skipped and "fewer than 20" in skipped  # the reason, not just the state
@@ -235,18 +266,13 @@ def test_study_page_shows_key_image_figures_clinical_sources_and_deliveries(
     assert any("key-image-capture.dcm" in row for row in deliveries)
     viewed = [r for r in scenario.audit() if r["action"] == "console-study-viewed"]
     assert viewed and viewed[-1]["user"] == ADMIN[0] and viewed[-1]["study_uid"] == scenario.ct.study_uid
+    code = scenario.alert_group().short_code
+    card = browser.find_element(By.CSS_SELECTOR, f"#alerts #alert-{code}")
+    assert "hematoma volume" in card.text and "not acknowledged" in card.text
+    steps = [row.get_attribute("class") for row in card.find_elements(By.CSS_SELECTOR, ".steps tbody tr")]
+    assert steps[:3] == ["step-queued", "step-sent", "step-delivered"]
+    assert "not that a person read it" in _text(browser, ".delivered-means")
     _screenshot(browser, scenario, "study")
-
-
-def test_alerts_page_shows_the_alert_and_where_it_went(browser: WebDriver, scenario: Scenario) -> None:
-    browser.get(scenario.base + "/alerts")
-    rows = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#alerts tbody tr")]
-    assert len(rows) == 2
-    reported = next(text for text in rows if "PHANTOM-0001" in text)
-    assert "hematoma volume" in reported and "oncall-pager (webhook): dead" in reported
-    not_analysed = next(text for text in rows if "PHANTOM-0002" in text)
-    assert "not analysed" in not_analysed and "oncall-pager (webhook): dead" in not_analysed
-    _screenshot(browser, scenario, "alerts")
 
 
 def test_dead_letters_retried_from_the_console_reach_the_archive_once_it_is_back(
@@ -282,6 +308,58 @@ def test_the_doctor_on_call_sees_everything_but_cannot_retry(browser: WebDriver,
     browser.get(scenario.base + "/deliveries")
     assert browser.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")
     assert not browser.find_elements(By.ID, "retry-all") and not browser.find_elements(By.ID, "retry-selected")
+
+
+def test_alerts_page_shows_each_alert_with_its_code_steps_and_recipients(
+        browser: WebDriver, scenario: Scenario) -> None:
+    # Nobody acknowledged within escalate_after_s, and the roster has nobody after the fellow.
+    wait_until(lambda: scenario.alert_group().first(AlertStep.EXHAUSTED) is not None, timeout_s=30, interval_s=0.3)
+    code = scenario.alert_group().short_code
+    browser.get(scenario.base + "/alerts")
+    cards = browser.find_elements(By.CSS_SELECTOR, "#alerts .alert-card")
+    assert len(cards) == 2
+    grouped = browser.find_element(By.ID, f"alert-{code}")
+    assert grouped.find_element(By.CSS_SELECTOR, ".code").text == code
+    assert "not acknowledged" in grouped.text and "PHANTOM-0001" in grouped.text and "hematoma volume" in grouped.text
+    steps = [(row.get_attribute("class"), row.text) for row in grouped.find_elements(By.CSS_SELECTOR, ".steps tbody tr")]
+    assert [name for name, _ in steps] == ["step-queued", "step-sent", "step-delivered", "step-exhausted"]
+    assert "webhook contact:fellow" in steps[1][1] and "no contact at level 2" in steps[3][1]
+    recipients = {row.find_elements(By.TAG_NAME, "td")[0].text: row.text
+                  for row in grouped.find_elements(By.CSS_SELECTOR, ".recipients tbody tr")}
+    assert "accepted" in recipients["fellow (on-call contact)"]
+    assert "failed for good" in recipients["oncall-pager"]
+    plain = next(card for card in cards if card.get_attribute("id") != f"alert-{code}")
+    assert "plain alert" in plain.text and "PHANTOM-0002" in plain.text and "not analysed" in plain.text
+    assert "failed for good" in plain.find_element(By.CSS_SELECTOR, ".recipients").text
+    assert not plain.find_elements(By.CSS_SELECTOR, "form.ack")  # nothing to acknowledge
+    assert "not that a person read it" in _text(browser, ".delivered-means")
+    _screenshot(browser, scenario, "alerts")
+
+
+def test_the_doctor_on_call_acknowledges_from_the_console(browser: WebDriver, scenario: Scenario,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    code = scenario.alert_group().short_code
+    browser.get(scenario.base + "/alerts")
+    assert _text(browser, "#user") == "oncall (viewer)"  # a viewer may acknowledge
+    _click_to_next_page(browser, browser.find_element(By.ID, f"ack-{code}"))
+    assert browser.current_url.endswith("/alerts")
+    assert f"Alert {code} acknowledged by oncall" in _text(browser, ".flash")
+    card = browser.find_element(By.ID, f"alert-{code}")
+    assert "acknowledged\nby oncall (console)" in card.text and not card.find_elements(By.CSS_SELECTOR, "form.ack")
+    assert card.find_elements(By.CSS_SELECTOR, ".steps tr.step-acknowledged")
+    group = scenario.alert_group()
+    assert not group.open and group.acknowledged_by == "oncall (console)"
+    assert [e.step for e in group.events].count(AlertStep.ACKNOWLEDGED) == 1
+    acknowledged = [r for r in scenario.audit() if r["action"] == "console-alert-acknowledged"]
+    assert len(acknowledged) == 1 and acknowledged[0]["user"] == VIEWER[0] and acknowledged[0]["code"] == code
+    # hemex alerts reads the same record.
+    if scenario.database_url is not None:
+        monkeypatch.setenv("HEMEX_DATABASE__URL", scenario.database_url)
+    capsys.readouterr()
+    assert hemex_main(["alerts", "--data-dir", str(scenario.node.settings.data_dir)]) == 0
+    listed = capsys.readouterr().out
+    assert f"alert {code}: acknowledged" in listed and "by oncall (console)" in listed
 
 
 def test_every_page_was_captured(scenario: Scenario) -> None:

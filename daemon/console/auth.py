@@ -39,8 +39,14 @@ class ConsoleUser:
 
     @property
     def may_act(self) -> bool:
-        """Whether they may change something (retry dead letters)."""
+        """Whether they may change how the node works (retry dead letters)."""
         return self.role == "admin"
+
+    @property
+    def may_acknowledge(self) -> bool:
+        """Whether they may acknowledge an alert: every role. Acknowledging is the
+        on-call doctor's own act (a viewer): "I have seen it, stop escalating"."""
+        return self.role in ("admin", "viewer")
 
 
 class Refused(Exception):

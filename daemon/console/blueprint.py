@@ -2,12 +2,13 @@
 
 Pages: studies (``/studies``), one study (``/studies/<handle>``, its key image at
 ``.../key-image.png``), deliveries and dead letters (``/deliveries``, retry with
-``POST /deliveries/retry``), alerts (``/alerts``), and the login form for local
-accounts. URLs name a study by its non-PHI handle, never by a UID, because proxies and
-browsers keep URLs in their logs and histories.
+``POST /deliveries/retry``), alerts (``/alerts``, acknowledge with
+``POST /alerts/<code>/acknowledge``), and the login form for local accounts. URLs name a
+study by its non-PHI handle, never by a UID, because proxies and browsers keep URLs in
+their logs and histories.
 
 Every request passes ``auth.request_user`` first. What is seen and done is audited:
-logins (also failed ones), each study page viewed, each retry.
+logins (also failed ones), each study page viewed, each retry, each acknowledgement.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ from werkzeug.wrappers.response import Response as BaseResponse
 
 from daemon.audit_log import AuditLog
 from daemon.config import Settings
-from daemon.console import study_views
+from daemon.console import alert_views, study_views
 from daemon.console.accounts import AccountsFile
 from daemon.console.auth import ConsoleUser, LoginThrottle, Refused, request_user
 from daemon.deliver.outbox import retry_dead_letters
+from daemon.ops.alert_acknowledgement import acknowledge_code
 from daemon.state.database import Database
 from domain.dicom_time import parse_dicom_datetime
 from domain.version import __version__
@@ -79,6 +81,10 @@ def console_blueprint(deps: ConsoleDependencies) -> Blueprint:
     @bp.app_template_filter("when")
     def _when(epoch: float | None) -> str:
         return "" if epoch is None else datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
+
+    @bp.app_template_filter("when_s")
+    def _when_s(epoch: float | None) -> str:
+        return "" if epoch is None else datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
 
     @bp.app_template_filter("dicom_when")
     def _dicom_when(text: str | None) -> str:
@@ -136,7 +142,7 @@ def console_blueprint(deps: ConsoleDependencies) -> Blueprint:
     @bp.get("/studies/<handle>")
     def study(handle: str) -> str:
         with deps.db.reading() as repos:
-            detail = study_views.study_detail(repos, handle)
+            detail = study_views.study_detail(repos, handle, deps.settings.results_dir)
         if detail is None:
             abort(404)
         user = _user()
@@ -147,7 +153,7 @@ def console_blueprint(deps: ConsoleDependencies) -> Blueprint:
     @bp.get("/studies/<handle>/key-image.png")
     def key_image(handle: str) -> Response:
         with deps.db.reading() as repos:
-            detail = study_views.study_detail(repos, handle)
+            detail = study_views.study_detail(repos, handle, deps.settings.results_dir)
         if detail is None or detail.key_image is None:
             abort(404)
         return send_file(detail.key_image, mimetype="image/png", max_age=0)
@@ -181,8 +187,26 @@ def console_blueprint(deps: ConsoleDependencies) -> Blueprint:
     def alerts() -> str:
         hours = _hours()
         with deps.db.reading() as repos:
-            rows = study_views.recent_alerts(repos, deps.clock() - hours * 3600, deps.settings.results_dir)
-        return render_template("console/alerts.html", rows=rows, hours=hours, user=_user(), page="alerts")
+            cards = alert_views.recent_alert_cards(repos, deps.clock() - hours * 3600, deps.settings.results_dir)
+        return render_template("console/alerts.html", cards=cards, hours=hours, user=_user(), page="alerts")
+
+    @bp.post("/alerts/<code>/acknowledge")
+    def acknowledge(code: str) -> BaseResponse:
+        user = _user()
+        if not user.may_acknowledge:
+            abort(403)
+        # The same write as `hemex alerts --ack` and the signed link: escalation stops.
+        changed, group = acknowledge_code(deps.db, code, user.name, deps.clock(), via="console")
+        if group is None:
+            abort(404)
+        deps.audit.record("console-alert-acknowledged", user=user.name, peer=request.remote_addr,
+                          code=group.short_code, studies=list(group.studies), changed=changed)
+        if changed:
+            flash(f"Alert {group.short_code} acknowledged by {user.name}: it will not escalate further.")
+        else:
+            flash(f"Alert {group.short_code} was already acknowledged ({group.acknowledged_by},"
+                  f" {_when(group.acknowledged_at)}).")
+        return redirect(_safe_next(request.form.get("next", ""), url_for("console.alerts")))
 
     def _hours() -> float:
         try:
@@ -201,9 +225,9 @@ def _user() -> ConsoleUser:
     return user  # type: ignore[no-any-return]
 
 
-def _safe_next(target: str) -> str:
+def _safe_next(target: str, default: str = "/studies") -> str:
     """A redirect target on this server only (no scheme, no host, no protocol-relative URL)."""
     parts = urlsplit(target)
     if not target.startswith("/") or target.startswith("//") or parts.scheme or parts.netloc or "\\" in target:
-        return "/studies"
+        return default
     return target

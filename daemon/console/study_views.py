@@ -5,14 +5,12 @@ Typed view records only; the templates format them. Nothing here writes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
-from daemon.report.alert_files import alert_paths
+from daemon.console.alert_views import AlertCard, study_alert_cards
 from daemon.report.report_job import KEY_IMAGE_PNG
-from daemon.state.alert_repository import RaisedAlert
 from daemon.state.repositories import Repositories
 from daemon.state.result_repository import StoredResult
 from domain.analysis import StudyAnalysis
@@ -68,18 +66,7 @@ class StudyDetail:
     key_image: Path | None
     result: StoredResult | None
     deliveries: tuple[Delivery, ...]
-    alerts: tuple[RaisedAlert, ...]
-
-
-@dataclass(frozen=True)
-class AlertRow:
-    """One raised alert with its study, what it said, and how its deliveries went."""
-
-    alert: RaisedAlert
-    status: StudyStatus | None
-    reasons: tuple[str, ...]  # as the alert sent them (its stored payload)
-    volume_ml: float | None
-    deliveries: tuple[Delivery, ...]
+    alerts: tuple[AlertCard, ...]  # newest first
 
 
 def risk_view(analysis: StudyAnalysis) -> RiskView:
@@ -111,7 +98,7 @@ def studies_overview(repos: Repositories, since: float) -> list[StudyRow]:
     return rows
 
 
-def study_detail(repos: Repositories, handle: str) -> StudyDetail | None:
+def study_detail(repos: Repositories, handle: str, results_dir: Path) -> StudyDetail | None:
     """Everything the study page shows, or None for an unknown handle."""
     status = repos.studies.by_handle(handle)
     if status is None:
@@ -126,7 +113,7 @@ def study_detail(repos: Repositories, handle: str) -> StudyDetail | None:
         missing_predictor_variables=analysis.clinical.missing(PREDICTOR_VARIABLES) if analysis else (),
         key_image=key_image if key_image is not None and key_image.is_file() else None,
         result=repos.results.latest(uid), deliveries=tuple(repos.outbox.items(study_uid=uid)),
-        alerts=tuple(repos.alerts.of_study(uid)))
+        alerts=tuple(study_alert_cards(repos, uid, results_dir)))
 
 
 def clinical_values(analysis: StudyAnalysis) -> tuple[ClinicalValue, ...]:
@@ -162,32 +149,6 @@ def handles_of(repos: Repositories, deliveries: list[Delivery]) -> dict[str, str
         if status is not None:
             handles[uid] = status.identity.handle
     return handles
-
-
-def recent_alerts(repos: Repositories, since: float, results_dir: Path) -> list[AlertRow]:
-    """Alerts raised since ``since``, newest first, with their study and deliveries."""
-    rows = []
-    for alert in repos.alerts.raised_since(since):
-        item_key = f"{alert.study_uid}:{alert.alert_key}"  # as daemon/dispatch/alert_queue.py queues them
-        deliveries = tuple(d for d in repos.outbox.items(study_uid=alert.study_uid) if d.item_key == item_key)
-        status = repos.studies.find(alert.study_uid)
-        reasons, volume = _sent_payload(results_dir, status, alert)
-        rows.append(AlertRow(alert, status, reasons, volume, deliveries))
-    return rows
-
-
-def _sent_payload(results_dir: Path, status: StudyStatus | None,
-                  alert: RaisedAlert) -> tuple[tuple[str, ...], float | None]:
-    """The reasons and volume the alert's stored payload states (empty once purged)."""
-    if status is None:
-        return (), None
-    payload_path, _ = alert_paths(results_dir, status.identity.handle, alert.alert_key)
-    try:
-        payload = json.loads(payload_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return (), None
-    volume = payload.get("hematoma", {}).get("volume_ml")
-    return tuple(str(r) for r in payload.get("reasons", [])), float(volume) if volume is not None else None
 
 
 def _format(value: object) -> str:

@@ -1,5 +1,10 @@
-"""Acknowledging an alert: by its link (HTTP) or its short code (``hemex alerts --ack``),
-and the list of alert groups with every step (``hemex alerts``).
+"""Acknowledging an alert: by its link (HTTP), its short code (``hemex alerts --ack``) or
+the console's button, and the list of alert groups with every step (``hemex alerts``).
+
+All three record through ``_record``: one transaction that marks the group acknowledged
+(which is what stops its escalation: ``escalate_alert`` ends for a group that is not
+open) and stores the step ``acknowledged`` with who did it and how ("(link)", "(code)",
+"(console)").
 
 The link's GET only shows what would be acknowledged, with a button; the POST of that
 form acknowledges. Mail scanners and chat previews open links by themselves, and a GET
@@ -22,6 +27,7 @@ from urllib.parse import parse_qs
 
 from daemon.alert_links import ACK_PATH, AlertLinks, normal_code
 from daemon.state.database import Database
+from daemon.state.repositories import Repositories
 from domain.alerts import AlertGroup
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -69,22 +75,33 @@ def acknowledge(db: Database, links: AlertLinks, token: str, by: str, now: float
     if ref is None:
         return _refused()
     with db.transaction() as repos:
-        changed = repos.alerts.acknowledge(ref, f"{by or 'someone'} (link)", now)
-        group = repos.alerts.group(ref)
+        changed, group = _record(repos, ref, by, "link", now)
     if group is None:
         return _refused()
     title = "Acknowledged, thank you" if changed else "Already acknowledged"
     return AckOutcome("200 OK", title, describe(group), group=group)
 
 
-def acknowledge_code(db: Database, code: str, by: str, now: float) -> tuple[bool, AlertGroup | None]:
-    """Acknowledge the group whose short code is ``code``: (changed, group or None)."""
+def acknowledge_code(db: Database, code: str, by: str, now: float,
+                     via: str = "code") -> tuple[bool, AlertGroup | None]:
+    """Acknowledge the group whose short code is ``code``: (changed, group or None).
+
+    ``via`` says how it was typed or pressed: ``code`` (``hemex alerts --ack``) or
+    ``console`` (the console's button, whose ``by`` is the logged-in user).
+    """
     with db.transaction() as repos:
         group = repos.alerts.group_by_code(normal_code(code))
         if group is None:
             return False, None
-        changed = repos.alerts.acknowledge(group.ref, f"{by or 'someone'} (code)", now)
-        return changed, repos.alerts.group(group.ref)
+        return _record(repos, group.ref, by, via, now)
+
+
+def _record(repos: Repositories, ref: str, by: str, via: str, now: float) -> tuple[bool, AlertGroup | None]:
+    """The one write of an acknowledgement, in the caller's transaction: False when the
+    group was not open (nothing changes); the group as it is now."""
+    name = " ".join(by.split())[:_MAX_NAME_CHARS] or "someone"
+    changed = repos.alerts.acknowledge(ref, f"{name} ({via})", now)
+    return changed, repos.alerts.group(ref)
 
 
 def list_groups(db: Database, limit: int = 50) -> list[AlertGroup]:

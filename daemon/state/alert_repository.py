@@ -21,17 +21,24 @@ class AlertTiming:
     sent_at: float | None
     acknowledged_at: float | None
 
+
 @dataclass(frozen=True)
 class RaisedAlert:
-    """An alert raised for a study: its key (rule and risk category) and when."""
+    """An alert raised for a study: its key (rule and risk category), when, and the group
+    one acknowledgement answers (None: an alert without acknowledgement, such as the
+    "not analysed" notice)."""
 
     study_uid: str
     alert_key: str
     created_at: float
+    group_ref: str | None = None
+
+
+_RAISED_COLUMNS = "study_uid, alert_key, created_at, group_ref"
 
 
 def _raised(row: Row) -> RaisedAlert:
-    return RaisedAlert(row.study_uid, row.alert_key, float(row.created_at))
+    return RaisedAlert(row.study_uid, row.alert_key, float(row.created_at), row.group_ref)
 
 
 class AlertRepository:
@@ -189,16 +196,33 @@ class AlertRepository:
         return int(self._conn.execute(text(
             "SELECT COUNT(*) FROM alert_groups WHERE acknowledged_at IS NULL OR acknowledged_at < last_alert_at"
         )).scalar_one())
+
+    # --- what the console shows --------------------------------------------------------------
     def of_study(self, study_uid: str) -> list[RaisedAlert]:
         """The study's alerts, oldest first."""
         rows = self._conn.execute(text(
-            "SELECT study_uid, alert_key, created_at FROM alerts WHERE study_uid = :uid ORDER BY created_at"),
+            f"SELECT {_RAISED_COLUMNS} FROM alerts WHERE study_uid = :uid ORDER BY created_at, alert_key"),
             {"uid": study_uid})
         return [_raised(row) for row in rows]
 
     def raised_since(self, since: float, limit: int = 500) -> list[RaisedAlert]:
         """Alerts raised since ``since``, newest first."""
         rows = self._conn.execute(text(
-            "SELECT study_uid, alert_key, created_at FROM alerts WHERE created_at >= :since"
-            " ORDER BY created_at DESC LIMIT :limit"), {"since": since, "limit": limit})
+            f"SELECT {_RAISED_COLUMNS} FROM alerts WHERE created_at >= :since"
+            " ORDER BY created_at DESC, alert_key LIMIT :limit"), {"since": since, "limit": limit})
         return [_raised(row) for row in rows]
+
+    def members_of(self, ref: str) -> list[RaisedAlert]:
+        """The alerts that joined the group ``ref``, oldest first."""
+        rows = self._conn.execute(text(
+            f"SELECT {_RAISED_COLUMNS} FROM alerts WHERE group_ref = :ref ORDER BY created_at, alert_key"),
+            {"ref": ref})
+        return [_raised(row) for row in rows]
+
+    def delivery_contacts(self, ref: str) -> dict[int, str]:
+        """Outbox id -> roster contact ("" for a broadcast webhook or e-mail) of every
+        delivery that carried an alert of the group ``ref``, escalations included."""
+        rows = self._conn.execute(text(
+            "SELECT outbox_id, contact FROM alert_deliveries WHERE group_ref = :ref ORDER BY outbox_id"),
+            {"ref": ref})
+        return {int(row.outbox_id): str(row.contact) for row in rows}

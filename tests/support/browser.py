@@ -43,8 +43,10 @@ def headless_chromium(profile: Path, width: int = 1360, height: int = 900) -> It
 
 def full_page_screenshot(driver: webdriver.Chrome, path: Path, width: int = 1360) -> Path:
     """A PNG of the whole page (the window is made as tall as the page first)."""
-    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
-    driver.set_window_size(width, max(height, 400))
+    # The window's size includes the browser's own frame: the page gets what is left.
+    frame = int(driver.execute_script("return window.outerHeight - window.innerHeight"))
+    height = int(driver.execute_script("return Math.ceil(document.documentElement.getBoundingClientRect().height)"))
+    driver.set_window_size(width, max(height, 400) + frame)
     path.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(path))
     return path
