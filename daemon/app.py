@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
+import tempfile
 import time
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from pynetdicom.transport import ThreadedAssociationServer
 
 from daemon.analyse.analyse_job import AnalyseStage
 from daemon.analyse.clinical_update_job import ClinicalUpdateStage
@@ -28,10 +27,13 @@ from daemon.dispatch.dispatch_job import DispatchStage
 from daemon.intake.hl7_intake import Hl7Intake
 from daemon.jobs.runner import JobHandler, JobRunner
 from daemon.jobs.wakeup import Wakeup
+from daemon.ops.channel_security import plaintext_warnings
 from daemon.ops.metrics import MetricsServer, start_metrics_server
+from daemon.receive.association_server import GuardedAssociationServer
 from daemon.receive.instance_store import InstanceStore
 from daemon.receive.storage_scp import start_listener
 from daemon.report.report_job import ReportStage
+from daemon.retention.orphans import empty_tmp_dir, remove_orphan_temp_files
 from daemon.retention.purge import purge_expired
 from daemon.state.database import Database
 from domain.durable_files import ensure_private_dir
@@ -45,7 +47,8 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        for folder in (settings.data_dir, settings.spool_dir, settings.results_dir, settings.log_dir):
+        for folder in (settings.data_dir, settings.spool_dir, settings.results_dir, settings.log_dir,
+                       settings.tmp_dir):
             ensure_private_dir(folder)
         self.db = Database(settings.database_path)
         self.audit = AuditLog(settings.log_dir)
@@ -72,8 +75,8 @@ class Node:
         }
         self.runner = JobRunner(self.db, handlers, self.job_wakeup)
         self.hl7 = Hl7Intake(settings, self.db, self.audit, self.job_wakeup) if settings.hl7.enabled else None
-        self._dicom_server: ThreadedAssociationServer | None = None
-        self._dicom_acceptor: threading.Thread | None = None
+        self._dicom_server: GuardedAssociationServer | None = None
+        self._previous_tempdir: str | None = None
         self._metrics: MetricsServer | None = None
         self._stop_requested = False  # set by the SIGTERM/SIGINT handler
         self._signal_handlers_installed = False
@@ -90,12 +93,22 @@ class Node:
 
     def dicom_listener_alive(self) -> bool:
         """True while the DICOM listener's accept thread runs on an open socket (/healthz)."""
-        server, acceptor = self._dicom_server, self._dicom_acceptor
+        server = self._dicom_server
+        acceptor = server.acceptor_thread if server is not None else None
         return (server is not None and server.socket is not None and server.socket.fileno() >= 0
                 and acceptor is not None and acceptor.is_alive())
 
     def start(self) -> None:
         """Resume unfinished work, then open the listeners."""
+        for warning in plaintext_warnings(self.settings):
+            log.warning("unencrypted channel: %s", warning)
+        # Objects being received are written to the process's temporary folder by
+        # pynetdicom (tempfile, process-wide): it is pointed into the private data
+        # directory, on the spool's file system rather than a shared or RAM-backed /tmp,
+        # and emptied here, before anything can be received into it.
+        empty_tmp_dir(self.settings)
+        self._previous_tempdir = tempfile.tempdir
+        tempfile.tempdir = str(self.settings.tmp_dir)
         resumed = self.runner.resume_interrupted()
         reopened = self.tracker.resume_open_series()
         self.scheduler.start()
@@ -105,13 +118,12 @@ class Node:
             self.scheduler.add_job(self.purge_expired, "interval", hours=self.settings.retention.interval_h,
                                    id="retention", max_instances=1, coalesce=True)
             self.scheduler.add_job(self.purge_expired, id="retention-at-start")
+        self.scheduler.add_job(remove_orphan_temp_files, args=[self.settings], id="orphans-at-start")
         self.outbox_worker.start()
         self.runner.start()
         if self.hl7 is not None:
             self.hl7.start()
-        threads_before = set(threading.enumerate())
         self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit)
-        self._dicom_acceptor = _acceptor_thread(threads_before)
         self._metrics = start_metrics_server(self.settings, self.db, self.dicom_listener_alive)
         log.info("node started resumed_jobs=%d open_series=%d dicom_port=%d", resumed, reopened, self.dicom_port)
 
@@ -133,6 +145,8 @@ class Node:
             self._metrics.stop()
         self.audit.close()
         self.db.close()
+        if tempfile.tempdir == str(self.settings.tmp_dir):
+            tempfile.tempdir = self._previous_tempdir
         log.info("node stopped")
 
     def handle_shutdown_signals(self) -> None:
@@ -162,10 +176,3 @@ class Node:
         while not self._stop_requested:
             time.sleep(0.5)
         self.stop()
-
-
-def _acceptor_thread(threads_before: set[threading.Thread]) -> threading.Thread | None:
-    """The thread pynetdicom just started to accept associations; it keeps no reference."""
-    started = [thread for thread in threading.enumerate()
-               if thread not in threads_before and thread.name.startswith("AcceptorServer")]
-    return started[0] if started else None

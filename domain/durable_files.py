@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from domain.errors import StorageFullError
@@ -38,7 +39,49 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def write_atomically(target: Path, data: bytes) -> None:
+TEMP_SUFFIX = ".tmp"  # ``.<name>.<pid>.<thread>.tmp`` beside the target, until its rename
+COPY_CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileTail:
+    """File content given as ``prefix`` followed by ``source`` from byte ``offset`` to its
+    end: a received object's file meta and the data set pynetdicom wrote to disk, copied
+    in chunks so the object is never held in memory."""
+
+    prefix: bytes
+    source: Path
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return len(self.prefix) + max(0, self.source.stat().st_size - self.offset)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _write_content(fd: int, content: bytes | FileTail) -> None:
+    if isinstance(content, bytes):
+        _write_all(fd, content)
+        return
+    _write_all(fd, content.prefix)
+    with open(content.source, "rb") as source:
+        source.seek(content.offset)
+        while chunk := source.read(COPY_CHUNK_BYTES):
+            _write_all(fd, chunk)
+
+
+def is_orphan_temp_file(path: Path) -> bool:
+    """True for the temporary file of an atomic write that a crash left behind."""
+    return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX) and path.name.count(".") >= 4
+
+
+def write_atomically(target: Path, data: bytes | FileTail) -> None:
     """Write ``data`` to ``target`` so that it is either wholly there or absent.
 
     Raises
@@ -47,14 +90,11 @@ def write_atomically(target: Path, data: bytes) -> None:
         When the disk (or quota) is full; nothing is left behind.
     """
     ensure_private_dir(target.parent)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            _write_content(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -148,3 +148,28 @@ def test_hl7_disk_full_answers_ae_then_recovers_on_the_same_data_dir(tmp_path: P
     finally:
         intake.listener.stop()
         intake.processor.stop()
+
+
+def test_orphan_temporary_files_are_removed_at_start(tmp_path: Path) -> None:
+    """A kill -9 during a write leaves ``.<name>.<pid>.<thread>.tmp`` beside its target (and a
+    partly received object in the node's tmp folder); the next start removes them, and
+    nothing else."""
+    from daemon.app import Node
+    from tests.support.node_settings import loopback_node_settings
+
+    settings = loopback_node_settings(tmp_path / "node", hl7={"enabled": False})
+    kept = settings.spool_dir / "1.2.3" / "1.2.3.4" / "1.2.3.4.5.dcm"
+    orphans = [settings.spool_dir / "1.2.3" / "1.2.3.4" / ".1.2.3.4.6.dcm.4242.1.tmp",
+               settings.results_dir / "abc" / ".sr.dcm.4242.7.tmp",
+               settings.data_dir / "hl7" / "2026-01-01" / ".x.hl7.4242.9.tmp",
+               settings.data_dir / "tmp" / "tmpk2j3h4.dcm"]
+    for path in [kept, *orphans]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    node = Node(settings)
+    node.start()
+    try:
+        assert kept.exists()
+        assert [path for path in orphans if path.exists()] == []
+    finally:
+        node.stop()

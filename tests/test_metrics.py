@@ -149,7 +149,7 @@ def test_healthz_is_200_while_the_listener_runs_and_503_once_it_stops(tmp_path: 
         status, body = _get(node.metrics_port, "/healthz")
         assert status == 200, body
         assert json.loads(body) == {"status": "ok", "database": "ok", "dicom_listener": "alive",
-                                    "version": __version__}
+                                    "disk": "ok", "version": __version__}
         listener = node._dicom_server  # stop only the DICOM listener, as if it had died
         assert listener is not None
         listener.shutdown()
@@ -162,6 +162,22 @@ def test_healthz_is_200_while_the_listener_runs_and_503_once_it_stops(tmp_path: 
         assert _get(node.metrics_port, "/nothing-here")[0] == 404
     finally:
         node.stop()
+
+
+def test_healthz_is_503_while_free_disk_is_below_the_floor(tmp_path: Path) -> None:
+    """The probes saw /healthz say ok while the disk was full and every image got A700."""
+    free_mb = shutil.disk_usage(tmp_path).free // (1024 * 1024)
+    db = Database(tmp_path / "hemex.sqlite3")
+    server = MetricsServer(MetricsSettings(port=0), db, tmp_path, (free_mb + 1024) * 1024 * 1024,
+                           listener_alive=lambda: True)
+    server.start()
+    try:
+        status, body = _get(server.port, "/healthz")
+        assert status == 503, body
+        assert json.loads(body)["disk"].startswith("below dicom.min_free_disk_mb")
+    finally:
+        server.stop()
+        db.close()
 
 
 def test_an_unreadable_database_is_503_on_both_paths(tmp_path: Path) -> None:

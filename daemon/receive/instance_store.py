@@ -10,7 +10,7 @@ from pathlib import Path
 
 from daemon.assemble.series_tracker import SeriesTracker
 from daemon.state.database import Database
-from domain.durable_files import ensure_private_dir, free_bytes, write_atomically
+from domain.durable_files import FileTail, ensure_private_dir, free_bytes, write_atomically
 from domain.errors import StorageFullError
 from domain.handles import study_handle
 from domain.study import ReceivedInstance, StudyEvent
@@ -42,8 +42,11 @@ class InstanceStore:
         self._clock = clock
         ensure_private_dir(spool_dir)
 
-    def store(self, instance: ReceivedInstance, encoded_file: bytes, calling_ae_title: str) -> StoreOutcome:
+    def store(self, instance: ReceivedInstance, encoded_file: bytes | FileTail, calling_ae_title: str) -> StoreOutcome:
         """Persist one instance; a SOP Instance UID already held is stored once.
+
+        ``encoded_file`` is the DICOM file, or its file meta and the received data set on
+        disk (copied in chunks: a large object is never held in memory).
 
         Raises
         ------
@@ -56,12 +59,13 @@ class InstanceStore:
         if held:
             log.info("instance duplicate study=%s: already stored, acknowledged", study_handle(instance.study_uid))
             return StoreOutcome(instance, path, duplicate=True)
-        if free_bytes(self._spool_dir) - len(encoded_file) < self._min_free_bytes:
+        size = len(encoded_file) if isinstance(encoded_file, bytes) else encoded_file.size
+        if free_bytes(self._spool_dir) - size < self._min_free_bytes:
             raise StorageFullError("free disk space below the configured minimum")
         write_atomically(path, encoded_file)
         now = self._clock()
         with self._db.transaction() as repos:
-            progress = repos.images.record(instance, path, len(encoded_file), calling_ae_title, now,
+            progress = repos.images.record(instance, path, size, calling_ae_title, now,
                                            recheck_at=self._tracker.recheck_at(now))
             if progress is not None:
                 repos.studies.record_event(instance.study_uid, StudyEvent.IMAGES_ARRIVED, now)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pydicom
 from hypothesis import strategies as st
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom.dsutils import encode, split_dataset
+from pynetdicom.dsutils import create_file_meta, encode, encode_file_meta, split_dataset
 from pynetdicom.sop_class import CTImageStorage
 
 from daemon.assemble.series_tracker import SeriesTracker
@@ -33,9 +33,13 @@ HL7_EXPECTED: tuple[type[BaseException], ...] = (MessageRejected,)
 
 
 class DicomTarget:
-    """``receive_instance`` on a real store in ``folder``: data set bytes in, status out."""
+    """``receive_instance`` on a real store in ``folder``: data set bytes in, status out.
+
+    The bytes are written to a file behind a file meta header first, as pynetdicom writes
+    a received data set (``STORE_RECV_CHUNKED_DATASET``)."""
 
     def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.db = Database(folder / "fuzz.sqlite3")
         tracker = SeriesTracker(self.db, SeriesCompletionSettings())
         self.store = InstanceStore(self.db, folder / "spool", 0, tracker)
@@ -44,7 +48,12 @@ class DicomTarget:
 
     def __call__(self, dataset_bytes: bytes) -> int:
         """The C-STORE status for ``dataset_bytes`` sent as Explicit VR Little Endian CT."""
-        received = ReceivedObject(dataset_bytes, ExplicitVRLittleEndian, CTImageStorage, "FUZZER", "127.0.0.1:0")
+        meta = create_file_meta(sop_class_uid=CTImageStorage, sop_instance_uid=generate_uid(),
+                                transfer_syntax=ExplicitVRLittleEndian)
+        head = b"\0" * 128 + b"DICM" + encode_file_meta(meta)
+        path = self.folder / "received.dcm"
+        path.write_bytes(head + dataset_bytes)
+        received = ReceivedObject(path, len(head), ExplicitVRLittleEndian, CTImageStorage, "FUZZER", "127.0.0.1:0")
         return receive_instance(received, self.store, self.settings, self.audit)
 
     def close(self) -> None:
