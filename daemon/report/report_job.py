@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from daemon.report.alert_files import prepare_alert
 from daemon.report.key_image_builder import build_key_images
 from daemon.report.oru_builder import ORU_FILE_NAME, build_oru_r01, oru_control_id
 from daemon.report.seg_builder import build_segmentation
+from daemon.report.source_attributes import sanitised_source_headers, with_valid_identity
 from daemon.report.sr_builder import build_measurement_report
 from daemon.report.validation import validate_report_objects, write_dataset
 from daemon.stage_timer import StageTimer
@@ -76,6 +77,11 @@ class ReportStage:
         with timer.stage("load"):
             headers: list[Dataset] = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
             geometry, mask = load_mask(record.mask_folder or record.folder)
+        # The one place where patient and study attributes are checked before any report
+        # object copies them: an invalid demographic value is left out, never fatal.
+        headers = sanitised_source_headers(headers, record.analysis.identity.handle)
+        record = replace(record, analysis=replace(record.analysis,
+                                                  identity=with_valid_identity(record.analysis.identity)))
         bundle = self._build(record, headers, geometry, mask, previous, timer)
         with self._db.transaction() as repos:
             repos.analyses.attach_bundle(record.input_key, bundle)

@@ -1,0 +1,109 @@
+"""A bad demographic field never stops the analysis, and its value never reaches the log.
+
+The probes sent a Patient's Birth Date of "00000000" (common for unidentified trauma
+patients) and "1950-06-15": highdicom refused the SEG, the job failed for good, no report
+went out, and the raw value was written to hemex.log, jobs.last_error and stderr.
+
+Two synthetic phantom studies (tests/support/phantoms.py), one with each value, go
+through dcmtk's storescu into a running node with a real Orthanc as the PACS.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from daemon.app import Node
+from daemon.config import LoggingSettings
+from daemon.logging_setup import configure_logging
+from daemon.report.source_attributes import sanitised_source_headers
+from tests.support.dicom_listener import storescu
+from tests.support.node_process import NodeDatabase
+from tests.support.node_settings import loopback_node_settings
+from tests.support.peers import Orthanc, wait_until
+from tests.support.phantoms import make_head_ct_series
+from tests.support.required_tools import required_tool
+
+BAD_BIRTH_DATES = ("00000000", "1950-06-15")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _phantom_with_birth_date(folder: Path, birth_date: str, index: int) -> list[Path]:
+    phantom = make_head_ct_series(folder, slices=24, rows=256, pixel_mm=0.9, slice_mm=5.0,
+                                  hematoma_radii_mm=(20.0, 16.0, 14.0), patient_id=f"TRAUMA-{index}",
+                                  accession=f"ACC-TRAUMA-{index}", seed=index)
+    for path in phantom.paths:
+        ds = pydicom.dcmread(path)
+        ds.PatientBirthDate = birth_date
+        ds.save_as(path, enforce_file_format=True)
+    return phantom.paths
+
+
+def test_bad_birth_dates_still_give_sr_and_seg_in_the_pacs(
+    tmp_path: Path, orthanc: Orthanc, restore_logging: None, capfd: pytest.CaptureFixture[str],
+) -> None:
+    required_tool("storescu", "Debian's dcmtk package")
+    settings = loopback_node_settings(tmp_path / "node", orthanc)
+    configure_logging(LoggingSettings(), settings.log_dir)  # hemex.log and stderr, as `hemex serve` does
+    node = Node(settings)
+    node.start()
+    try:
+        for index, birth_date in enumerate(BAD_BIRTH_DATES):
+            result = storescu(node.dicom_port, _phantom_with_birth_date(tmp_path / f"ct{index}", birth_date, index))
+            assert result.returncode == 0, result.stderr
+        # SEG, KOS and SR of both studies reach the PACS.
+        wait_until(lambda: len(orthanc.instances()) >= 6, timeout_s=120, interval_s=0.5)
+    finally:
+        node.stop()
+    objects = [pydicom.dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{i}/file"))) for i in orthanc.instances()]
+    assert sorted(str(ds.Modality) for ds in objects) == ["KO", "KO", "SEG", "SEG", "SR", "SR"]
+    for ds in objects:
+        assert ds.get("PatientBirthDate", "") == ""  # type 2: present, empty
+        assert str(ds.PatientID).startswith("TRAUMA-")  # the valid attributes are copied
+    last_errors = [row[0] or "" for row in NodeDatabase(settings.data_dir).rows("SELECT last_error FROM jobs")]
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    log_text = (settings.log_dir / "hemex.log").read_text()
+    assert "PatientBirthDate" in log_text  # the warning names the attribute...
+    stderr = capfd.readouterr().err
+    for value in BAD_BIRTH_DATES:  # ...never its value
+        assert value not in log_text and value not in stderr
+        assert not any(value in error for error in last_errors)
+
+
+@pytest.mark.parametrize("keyword, value", [
+    ("PatientBirthDate", "00000000"), ("PatientBirthDate", "1950-06-15"), ("PatientBirthDate", "19500230"),
+    ("StudyDate", "2026"), ("StudyTime", "25:61"), ("PatientSex", "MALE"), ("PatientAge", "45"),
+    ("AccessionNumber", "A" * 40), ("PatientName", "x" * 70),
+])
+def test_each_invalid_attribute_is_emptied_and_named_without_its_value(
+    keyword: str, value: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    header = pydicom.Dataset()
+    header.PatientID, header.PatientSex, header.StudyDate = "P-1", "F", "20260101"
+    setattr(header, keyword, value)
+    with caplog.at_level(logging.WARNING, logger="daemon.report"):
+        (clean,) = sanitised_source_headers([header], "st-test")
+    assert clean.get(keyword, "") == ""
+    assert clean.PatientID == "P-1"
+    assert header.get(keyword) is not None and str(header.get(keyword)) == value  # the input is not changed
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("daemon.report")]
+    assert any(keyword in line and "st-test" in line for line in lines)
+    assert not any(value in line for line in lines)
