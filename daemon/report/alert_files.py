@@ -41,7 +41,7 @@ def prepare_alert(analysis: StudyAnalysis, settings: AlertSettings, results_dir:
     if already_raised(decision.key):
         log.info("alert already sent study=%s key=%s", handle, decision.key)
         return None
-    payload = build_alert_payload(analysis, decision)
+    payload = build_alert_payload(analysis, decision, identifiers=settings.include_identifiers)
     json_path, email_path = alert_paths(results_dir, handle, decision.key)
     ensure_private_dir(json_path.parent)
     write_atomically(json_path, payload_json(payload))
