@@ -20,7 +20,7 @@ from daemon.analyse.models import configured_masker, configured_predictor
 from daemon.assemble.series_tracker import SeriesTracker
 from daemon.audit_log import AuditLog
 from daemon.config import Settings
-from daemon.deliver.channels import build_channels
+from daemon.deliver.channels import build_channels, delivery_endpoints
 from daemon.deliver.outbox import Outbox
 from daemon.deliver.outbox_worker import OutboxWorker
 from daemon.dispatch.dispatch_job import DispatchStage
@@ -54,7 +54,8 @@ class Node:
         self.audit = AuditLog(settings.log_dir)
         self.job_wakeup, self.outbox_wakeup = Wakeup(), Wakeup()
         self.scheduler = BackgroundScheduler(timezone="UTC")
-        self.outbox = Outbox(self.db, settings.outbox, build_channels(settings), self.audit)
+        self.outbox = Outbox(self.db, settings.outbox, build_channels(settings), self.audit,
+                             endpoints=delivery_endpoints(settings))
         self.outbox_worker = OutboxWorker(self.outbox, self.outbox_wakeup, settings.outbox.poll_interval_s)
         self.tracker = SeriesTracker(self.db, settings.series, self.job_wakeup)
         self.store = InstanceStore(self.db, settings.spool_dir, settings.dicom.min_free_disk_mb * 1024 * 1024,

@@ -11,6 +11,7 @@ through dcmtk's storescu into a running node with a real Orthanc as the PACS.
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,11 @@ def test_bad_birth_dates_still_give_sr_and_seg_in_the_pacs(
         assert ds.get("PatientBirthDate", "") == ""  # type 2: present, empty
         assert str(ds.PatientID).startswith("TRAUMA-")  # the valid attributes are copied
     last_errors = [row[0] or "" for row in NodeDatabase(settings.data_dir).rows("SELECT last_error FROM jobs")]
+    # The audit log says where each object went (the endpoint, not only the destination's name).
+    audit = [json.loads(line) for line in (settings.log_dir / "audit.log").read_text().splitlines()]
+    delivered = [r for r in audit if r["action"] == "delivered" and r["channel"] == "dicom"]
+    assert len(delivered) == 6
+    assert {r["endpoint"] for r in delivered} == {f"{orthanc.ae_title}@127.0.0.1:{orthanc.dicom_port}"}
     for handler in logging.getLogger().handlers:
         handler.flush()
     log_text = (settings.log_dir / "hemex.log").read_text()
