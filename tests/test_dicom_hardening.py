@@ -279,3 +279,40 @@ def test_ct_without_pixel_data_does_not_match_its_sop_class(
     assert any("no Pixel Data" in line for line in _log_lines(caplog))
     assert listener.count() == 0
     still_serving(listener, tmp_path)
+
+
+# --- the byte guard's phase timers, on a stream with an injected clock --------------------
+
+def test_a_dimse_message_must_be_whole_within_dimse_timeout() -> None:
+    """No network test waits out a DIMSE timeout: the guard is pure, its clock is given."""
+    from daemon.receive.pdu_guard import PduLimits, PduStreamGuard
+    from tests.support.fuzz_targets import association_request, p_data
+
+    limits = PduLimits(max_pdu_bytes=4096, max_instance_bytes=1 << 20, acse_timeout_s=10.0,
+                       dimse_timeout_s=60.0, network_timeout_s=30.0)
+    guard = PduStreamGuard(limits, connected_at=0.0)
+    assert guard.feed(association_request(), now=1.0) is None
+    assert guard.calling_ae == "STORESCU" and guard.called_ae == "HEMEX"
+    # A C-ECHO: its command is whole; a long silence after it is no DIMSE timeout.
+    assert guard.feed(p_data([(0x03, bytes(60))]), now=2.0) is None
+    assert guard.deadline() is None
+    # A C-STORE whose data set trickles in: one fragment every 25 s.
+    assert guard.feed(p_data([(0x03, bytes(60))]), now=500.0) is None
+    assert guard.feed(p_data([(0x00, bytes(1000))]), now=525.0) is None
+    assert guard.feed(p_data([(0x00, bytes(1000))]), now=550.0) is None
+    violation = guard.feed(p_data([(0x02, bytes(1000))]), now=575.0)
+    assert violation is not None and violation.setting == "dicom.dimse_timeout_s"
+
+
+def test_the_association_request_must_be_whole_within_acse_timeout() -> None:
+    from daemon.receive.pdu_guard import PduLimits, PduStreamGuard
+    from tests.support.fuzz_targets import association_request
+
+    limits = PduLimits(max_pdu_bytes=4096, max_instance_bytes=4096, acse_timeout_s=10.0,
+                       dimse_timeout_s=60.0, network_timeout_s=30.0)
+    guard = PduStreamGuard(limits, connected_at=0.0)
+    request = association_request()
+    assert guard.feed(request[:50], now=9.0) is None
+    assert guard.deadline() == 10.0
+    violation = guard.feed(request[50:], now=10.5)
+    assert violation is not None and violation.setting == "dicom.acse_timeout_s"
