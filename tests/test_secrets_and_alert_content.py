@@ -142,14 +142,16 @@ def test_start_up_warns_for_each_secret_or_identifier_sent_in_clear(tmp_path: Pa
     quiet = load_settings(None, data_dir=tmp_path / "data", dicom={"host": "127.0.0.1"},
                           hl7={"host": "127.0.0.1"}, alerts={"webhooks": [{"name": "p", "url": "http://10.1.2.3/h"}]})
     assert plaintext_warnings(quiet) == []  # no token, no identifiers, loopback listeners
-    with caplog.at_level(logging.WARNING):
-        from daemon.app import Node
+    # The running node logs them (listeners on loopback here: only the webhook warns).
+    running = load_settings(None, data_dir=tmp_path / "node", dicom={"host": "127.0.0.1", "port": 0},
+                            hl7={"host": "127.0.0.1", "port": 0}, metrics={"port": 0},
+                            alerts={"webhooks": [{"name": "plain", "url": "http://10.1.2.3/hook", "token": SECRET}]})
+    from daemon.app import Node
 
-        node = Node(settings.model_copy(update={"metrics": settings.metrics.model_copy(update={"port": 0}),
-                                                "dicom": settings.dicom.model_copy(update={"port": 0}),
-                                                "hl7": settings.hl7.model_copy(update={"port": 0})}))
+    with caplog.at_level(logging.WARNING):
+        node = Node(running)
         node.start()
         node.stop()
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("alerts.webhooks[plain]" in line for line in logged)
+    assert any("alerts.webhooks[plain]" in line and "bearer token" in line for line in logged)
     assert not any(SECRET in line for line in logged)

@@ -30,11 +30,12 @@ def plaintext_warnings(settings: Settings) -> list[str]:
     alerts = settings.alerts
     identifiers = alerts.include_identifiers != "none"
     for hook in alerts.webhooks:
-        if urllib.parse.urlsplit(hook.url).scheme.lower() == "https":
+        parts = urllib.parse.urlsplit(hook.url)
+        if parts.scheme.lower() == "https" or _loopback(parts.hostname or ""):
             continue
         what = [name for name, present in (
             ("its bearer token", hook.token is not None or hook.token_file is not None),
-            ("the password in its URL", urllib.parse.urlsplit(hook.url).password is not None),
+            ("the password in its URL", parts.password is not None),
             (f"patient identifiers (alerts.include_identifiers = {alerts.include_identifiers!r})", identifiers),
         ) if present]
         if what:

@@ -56,8 +56,9 @@ def write_node_config(work: Path, pacs_port: int, pacs_ae_title: str, *, webhook
     """
     work.mkdir(parents=True, exist_ok=True)
     data_dir, dicom_port, hl7_port = work / "data", free_port(), free_port()
-    alerts = (f'\n[alerts]\nmin_volume_ml = 10.0\n\n[[alerts.webhooks]]\nname = "oncall"\n'
-              f'url = "{webhook_url}"\ntimeout_s = 5.0\n') if webhook_url else ""
+    # include_identifiers = "all": the kill loop tells the studies' alerts apart by Study Instance UID.
+    alerts = (f'\n[alerts]\nmin_volume_ml = 10.0\ninclude_identifiers = "all"\n\n[[alerts.webhooks]]\n'
+              f'name = "oncall"\nurl = "{webhook_url}"\ntimeout_s = 5.0\n') if webhook_url else ""
     text = f"""data_dir = "{data_dir}"
 
 [dicom]
