@@ -47,11 +47,16 @@ COPY_CHUNK_BYTES = 1024 * 1024
 class FileTail:
     """File content given as ``prefix`` followed by ``source`` from byte ``offset`` to its
     end: a received object's file meta and the data set pynetdicom wrote to disk, copied
-    in chunks so the object is never held in memory."""
+    in chunks so the object is never held in memory.
+
+    ``consume_source``: the source (with no prefix, from offset 0) may be moved into place
+    rather than copied, when it lies on the target's file system.
+    """
 
     prefix: bytes
     source: Path
     offset: int
+    consume_source: bool = False
 
     @property
     def size(self) -> int:
@@ -81,6 +86,35 @@ def is_orphan_temp_file(path: Path) -> bool:
     return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX) and path.name.count(".") >= 4
 
 
+def _fsync_folder(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _moved(source: Path, target: Path) -> bool:
+    """Move ``source`` onto ``target`` durably (fsync, rename, fsync of the folder); False
+    when they lie on different file systems (the caller copies instead)."""
+    try:
+        fd = os.open(source, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return False
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFullError(f"no space left to write {target.name}") from exc
+        raise
+    _fsync_folder(target.parent)
+    return True
+
+
 def write_atomically(target: Path, data: bytes | FileTail) -> None:
     """Write ``data`` to ``target`` so that it is either wholly there or absent.
 
@@ -90,6 +124,9 @@ def write_atomically(target: Path, data: bytes | FileTail) -> None:
         When the disk (or quota) is full; nothing is left behind.
     """
     ensure_private_dir(target.parent)
+    if isinstance(data, FileTail) and data.consume_source and not data.prefix and data.offset == 0 \
+            and _moved(data.source, target):
+        return
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import select
 import socket
 import ssl
 import struct
@@ -64,6 +65,8 @@ class _GuardedRecv:
     network_timeout_s: float = 60.0
     on_violation: Callable[[GuardViolation, PduStreamGuard], None] | None = None
     _violated = False
+    peer_closed = False  # the peer closed, or the guard aborted: no longer counts in the budget
+    on_gone_before_request: Callable[[], None] | None = None  # set once the association exists
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         guard = self.guard
@@ -71,32 +74,42 @@ class _GuardedRecv:
             return super().recv(bufsize, flags)  # type: ignore[misc]
         if self._violated:
             return b""
-        deadline = guard.deadline()
-        now = time.monotonic()
-        timeout = self.network_timeout_s if deadline is None else min(self.network_timeout_s, deadline - now)
+        # Until the A-ASSOCIATE request is whole, each read waits only until the ACSE
+        # deadline, so a peer that sends part of it and falls silent is dropped on time.
+        # After that the socket keeps network_timeout_s (no settimeout per read: pynetdicom
+        # reads 4 KiB at a time) and the DIMSE and PDU deadlines are checked on each read.
+        timing = not guard.associated
         try:
-            if timeout <= 0:
-                raise TimeoutError
-            self.settimeout(timeout)  # type: ignore[attr-defined]
+            if timing:
+                deadline = guard.deadline()
+                remaining = self.network_timeout_s if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                self.settimeout(min(self.network_timeout_s, remaining))  # type: ignore[attr-defined]
             data = super().recv(bufsize, flags)  # type: ignore[misc]
         except TimeoutError:
             timed_out = guard.expired(time.monotonic()) or GuardViolation(
                 "no data from the peer in time", "dicom.network_timeout_s")
             return self._abort(timed_out, guard)
-        finally:
-            try:
-                self.settimeout(self.network_timeout_s)  # type: ignore[attr-defined]
-            except OSError:
-                pass  # closed meanwhile by the association
+        if not data:
+            self._gone(guard)
         violation = guard.feed(data, time.monotonic())
         if violation is not None:
             return self._abort(violation, guard)
+        if timing and guard.associated:
+            self.settimeout(self.network_timeout_s)  # type: ignore[attr-defined]
         return data
+
+    def _gone(self, guard: PduStreamGuard) -> None:
+        self.peer_closed = True
+        if not guard.associated and self.on_gone_before_request is not None:
+            self.on_gone_before_request()
 
     def _abort(self, violation: GuardViolation, guard: PduStreamGuard) -> bytes:
         """Tell the peer (A-ABORT), stop reading, and report; pynetdicom sees the
         connection close and ends the association."""
         self._violated = True
+        self._gone(guard)
         try:
             self.settimeout(1.0)  # type: ignore[attr-defined]
             self.sendall(PROVIDER_ABORT)  # type: ignore[attr-defined]
@@ -176,10 +189,18 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         return False  # socketserver closes it
 
     def _open_connections(self, host: str) -> tuple[int, int]:
+        """Connections that count against the budgets: pending ones (accepted, not yet
+        handed to an association) and associations whose connection is still open.
+
+        A connection the peer already closed does not count, though pynetdicom may keep
+        its thread a moment longer: a monitoring probe that connects and closes must not
+        take a scanner's slot.
+        """
         with self._pending_lock:
-            pending = list(self._pending.values())
-        associations = [assoc.requestor.address for assoc in self.active_associations]
-        everything = pending + associations
+            pending = dict(self._pending)
+        associations = [assoc.requestor.address for assoc in self.active_associations
+                        if _connection_open(assoc, pending)]
+        everything = list(pending.values()) + associations
         return len(everything), sum(1 for address in everything if address == host)
 
     # --- the connection's own thread ---------------------------------------------------
@@ -187,9 +208,10 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         connection_id = getattr(request, "hemex_connection_id", 0)
         connected_at = getattr(request, "hemex_connected_at", time.monotonic())
         try:
-            sock = request if self._tls is None else self._handshake(request, client_address)
+            sock: Any = request if self._tls is None else self._handshake(request, client_address)
             if sock is None:
                 return
+            sock.hemex_connection_id = connection_id
             guard = PduStreamGuard(self._limits, connected_at)
             sock.guard = guard
             sock.network_timeout_s = self._limits.network_timeout_s
@@ -197,12 +219,27 @@ class GuardedAssociationServer(ThreadedAssociationServer):
                 "aborted", _peer_text(client_address), g.calling_ae, violation.reason, violation.setting)
             sock.settimeout(self._limits.network_timeout_s)
             self.finish_request(sock, client_address)
+            self._end_promptly_if_gone(sock, guard)
         except Exception:  # noqa: BLE001 - socketserver's contract: report, close, keep serving
             self.handle_error(request, client_address)
             self.shutdown_request(request)
         finally:
             with self._pending_lock:
                 self._pending.pop(connection_id, None)
+
+    def _end_promptly_if_gone(self, sock: Any, guard: PduStreamGuard) -> None:
+        """A connection that ends before its A-ASSOCIATE request would keep pynetdicom's
+        association thread waiting for the request until acse_timeout_s (its reader has
+        stopped; nothing wakes it). An empty item on the queue it waits on is what its own
+        timeout returns: the thread ends at once. A connect-and-close flood then costs no
+        lingering threads."""
+        assoc: Any = next((a for a in self.active_associations
+                           if getattr(getattr(a.dul, "socket", None), "socket", None) is sock), None)
+        if assoc is None:
+            return
+        sock.on_gone_before_request = lambda: assoc.dul.to_user_queue.put(None)
+        if sock.peer_closed and not guard.associated:
+            sock.on_gone_before_request()
 
     def _handshake(self, raw: GuardedSocket, client_address: Any) -> GuardedSSLSocket | None:
         """The TLS handshake within tls_handshake_timeout_s, or None (socket closed)."""
@@ -220,6 +257,26 @@ class GuardedAssociationServer(ThreadedAssociationServer):
             return None
         assert isinstance(sock, GuardedSSLSocket)
         return sock
+
+
+def _connection_open(assoc: Any, pending: dict[int, str]) -> bool:
+    """Whether an association's connection still counts (and is not already counted as pending)."""
+    sock = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
+    if sock is None or getattr(sock, "peer_closed", False):
+        return False
+    if getattr(sock, "hemex_connection_id", None) in pending:
+        return False
+    guard = getattr(sock, "guard", None)
+    if isinstance(sock, GuardedSocket) and guard is not None and not guard.associated:
+        # Before its request the connection may have been closed without pynetdicom having
+        # read the end yet: a peek (bypassing the guard) tells. select first: Python waits
+        # up to the socket's timeout before any recv, even one asked not to wait.
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return not readable or socket.socket.recv(sock, 1, socket.MSG_PEEK) != b""
+        except (OSError, ValueError):
+            return False
+    return True
 
 
 def _peer_text(client_address: Any) -> str:

@@ -76,6 +76,11 @@ class PduStreamGuard:
         self.called_ae = ""
         self._request_head = bytearray()
 
+    @property
+    def associated(self) -> bool:
+        """The A-ASSOCIATE request is whole (the association phase's deadline is past use)."""
+        return self._associated
+
     # --- deadlines ---------------------------------------------------------------------
     def deadline(self) -> float | None:
         """The earliest moment by which more must have arrived, or None."""

@@ -90,6 +90,8 @@ class ReceivedObject:
     affected_sop_class: str
     calling_ae: str
     peer: str
+    # The command's Affected SOP Instance UID; pynetdicom's file meta carries it.
+    affected_sop_instance: str = ""
 
     @property
     def size(self) -> int:
@@ -105,7 +107,8 @@ def handle_store(event: Event, store: InstanceStore, settings: DicomListenerSett
     received = ReceivedObject(
         path=path, offset=offset, transfer_syntax=str(event.context.transfer_syntax),
         affected_sop_class=str(event.request.AffectedSOPClassUID),
-        calling_ae=requestor.ae_title, peer=f"{requestor.address}:{requestor.port}")
+        calling_ae=requestor.ae_title, peer=f"{requestor.address}:{requestor.port}",
+        affected_sop_instance=str(event.request.AffectedSOPInstanceUID))  # type: ignore[union-attr]
     return receive_instance(received, store, settings, audit)
 
 
@@ -118,8 +121,8 @@ def receive_instance(received: ReceivedObject, store: InstanceStore, settings: D
     0xA900 when the data set is not a CT image of the SOP class it was sent as (another
     modality, or no Pixel Data), and 0xC000 when it cannot be decoded, lacks its
     identifying UIDs or nests sequences too deeply. The file written is the bytes as sent
-    behind a file meta header, never a re-encoding, copied in chunks from the file
-    pynetdicom received them into.
+    behind a file meta header, never a re-encoding: the file pynetdicom received them
+    into, moved into the spool, or its data set copied in chunks (``_spool_content``).
     """
     calling_ae = received.calling_ae
     if received.size > settings.max_instance_bytes:  # the guard aborts long before; kept as a backstop
@@ -140,8 +143,7 @@ def receive_instance(received: ReceivedObject, store: InstanceStore, settings: D
                     study_handle(header.study_uid), calling_ae, not_ct)
         return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
     try:
-        outcome = store.store(header, FileTail(_file_meta(received, header), received.path, received.offset),
-                              calling_ae)
+        outcome = store.store(header, _spool_content(received, header), calling_ae)
     except StorageFullError as exc:
         log.error("c-store refused study=%s reason=%s status=0xA700", study_handle(header.study_uid), exc)
         return STATUS_OUT_OF_RESOURCES
@@ -164,12 +166,20 @@ def _not_the_ct_image_it_claims(header: ReceivedInstance, decoded: ReceivedDatas
     return None
 
 
-def _file_meta(received: ReceivedObject, header: ReceivedInstance) -> bytes:
-    """Preamble and file meta of the spool file; the data set as sent follows it."""
+def _spool_content(received: ReceivedObject, header: ReceivedInstance) -> FileTail:
+    """The spool file: preamble, file meta, then the data set as sent.
+
+    pynetdicom wrote the received file with a file meta made from the command's SOP Class
+    and Instance UIDs and the context's transfer syntax: when those are the data set's
+    own, that file is moved into the spool as it is (no second write of the object);
+    otherwise the data set is copied behind a file meta made from the data set.
+    """
+    if received.offset and received.affected_sop_instance == header.sop_instance_uid \
+            and received.affected_sop_class == header.sop_class_uid:
+        return FileTail(b"", received.path, 0, consume_source=True)
     meta = create_file_meta(sop_class_uid=UID(header.sop_class_uid), sop_instance_uid=UID(header.sop_instance_uid),
                             transfer_syntax=UID(received.transfer_syntax))
-    meta.SourceApplicationEntityTitle = received.calling_ae
-    return b"\0" * 128 + b"DICM" + encode_file_meta(meta)
+    return FileTail(b"\0" * 128 + b"DICM" + encode_file_meta(meta), received.path, received.offset)
 
 
 def _check_native_pixel_length(decoded: ReceivedDataset, transfer_syntax: UID) -> None:
