@@ -96,9 +96,9 @@ def _send_until_killed(port: int, files: list[Path], tally: Tally) -> None:
 
 
 def _check(data_dir: Path, tally: Tally) -> None:
-    from daemon.state.database import Database
+    from tests.support.databases import open_database
 
-    db = Database(data_dir / "db.sqlite3")  # opened after the last kill: recovers the WAL
+    db = open_database(data_dir / "db.sqlite3")  # opened after the last kill: recovers the WAL
     with db.reading() as repos:
         rows = {i.sop_instance_uid: i.path for i in repos.images.instances()}
     db.close()

@@ -76,6 +76,7 @@ class NodeTally:
     sr_per_study: dict[str, set[str]] = field(default_factory=dict)    # distinct UIDs at the PACS
     seg_per_study: dict[str, set[str]] = field(default_factory=dict)
     key_images_per_study: dict[str, set[str]] = field(default_factory=dict)  # KOS (modality KO)
+    key_captures_per_study: dict[str, set[str]] = field(default_factory=dict)  # Secondary Capture (OT)
     result_uids_match: bool = False    # the PACS's SR/SEG are those of the stored result
     receptions: Counter[str] = field(default_factory=Counter)  # C-STORE receptions per SOP UID
     held_uncommitted: set[str] = field(default_factory=set)   # at a kill: PACS had it, outbox pending
@@ -289,6 +290,8 @@ class _Run:
                                         if r.study_uid == uid and r.modality == "SEG"}
             tally.key_images_per_study[uid] = {r.sop_instance_uid for r in receptions
                                                if r.study_uid == uid and r.modality == "KO"}
+            tally.key_captures_per_study[uid] = {r.sop_instance_uid for r in receptions
+                                                 if r.study_uid == uid and r.modality == "OT"}
         tally.result_uids_match = all(
             tally.sr_per_study.get(study_uid) == {sr} and tally.seg_per_study.get(study_uid) == {seg}
             for study_uid, sr, seg in results)
@@ -347,6 +350,8 @@ def failures(tally: NodeTally) -> list[str]:
         broken.append("not exactly one SR and one SEG per study at the PACS")
     if any(len(v) > 1 for v in tally.key_images_per_study.values()):
         broken.append("more than one key-image KOS per study at the PACS")
+    if any(len(v) > 1 for v in tally.key_captures_per_study.values()):
+        broken.append("more than one key-image capture per study at the PACS")
     if not tally.result_uids_match:
         broken.append("the PACS holds SR/SEG other than the stored results'")
     resent = {uid for uid, n in tally.receptions.items() if n > 1}

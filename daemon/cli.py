@@ -1,5 +1,6 @@
 """The `hemex` console script. It only parses arguments and wires; each command's work
-lives in its own module."""
+lives in its own module. Nothing here imports Keras or TensorFlow: every command but
+``serve``, ``train`` and ``evaluate`` answers in well under a second."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import logging
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from daemon.config import Settings, load_settings
 from daemon.training_commands import add_evaluate_parser, add_train_parser
+from domain.errors import ConfigurationError, ModelError
 from domain.version import __version__
 
 log = logging.getLogger("hemex")
+
+DESCRIPTION = ("hemex: a DICOM node that measures intracerebral hemorrhage on head CT, reports to PACS"
+               " and alerts on-call staff. Every command takes --config FILE (default: the embedded"
+               " defaults); HEMEX_<SECTION>__<KEY> environment variables override the file.")
 
 
 def _add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -32,15 +36,19 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from daemon.app import Node
+    from daemon.app import Node, Role
     from daemon.logging_setup import configure_logging
 
     settings = _settings(args)
     configure_logging(settings.logging, settings.log_dir)
     log.info("hemex %s starting settings=%s", __version__, json.dumps(settings.redacted()))
-    node = Node(settings)
+    node = Node(settings, frozenset(Role(r) for r in (args.role or ["all"])))
     node.handle_shutdown_signals()  # before the ports open: a reachable node honours SIGTERM
-    node.start()
+    try:
+        node.start()
+    except ConfigurationError:
+        node.stop()  # a port that cannot be bound: close what had opened, then exit 2
+        raise
     node.wait_for_shutdown_signal()
     return 0
 
@@ -95,14 +103,58 @@ def _echo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _console_user(args: argparse.Namespace) -> int:
+    from daemon.console.accounts import AccountsFile
+
+    settings = _settings(args)
+    accounts = AccountsFile(settings.console_accounts_path)
+    if args.action == "list":
+        for account in accounts.accounts().values():
+            print(f"{account.name}\t{account.role}")
+        return 0
+    if not args.name:
+        print(f"hemex console-user {args.action}: give the account's name", file=sys.stderr)
+        return 2
+    if args.action == "remove":
+        if not accounts.remove(args.name):
+            print(f"hemex console-user: no account {args.name} in {accounts.path}", file=sys.stderr)
+            return 1
+        print(f"account {args.name} removed from {accounts.path}; its sessions end at their next request")
+        return 0
+    password = _new_password(args.password_stdin)
+    try:
+        accounts.set(args.name, args.role, password)
+    except ValueError as exc:
+        print(f"hemex console-user: {exc}", file=sys.stderr)
+        return 2
+    print(f"account {args.name} ({args.role}) saved in {accounts.path}")
+    if settings.console.auth != "accounts":
+        print('note: the console uses it once [console] auth = "accounts"')
+    return 0
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("New password: ")
+    if getpass.getpass("Again: ") != first:
+        raise ConfigurationError("the two passwords differ; nothing was changed")
+    return first
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hemex", description=__doc__)
+    parser = argparse.ArgumentParser(prog="hemex", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"hemex {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the node (DICOM and HL7 listeners, analysis, delivery)")
     _add_config_argument(serve)
-    serve.set_defaults(func=_serve)
+    serve.add_argument("--role", action="append", choices=("receive", "analyse", "deliver", "all"),
+                       default=None, help="what this node does (repeatable; default all). Several nodes on one"
+                       " PostgreSQL database may each take some roles (docs/deploy-ha.md)")
+    serve.set_defaults(func=_serve, role=None)
 
     check = commands.add_parser("check-config", help="validate the configuration and print it (secrets masked)")
     _add_config_argument(check)
@@ -132,6 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("destination", help="destination name from [[destinations]]")
     echo.set_defaults(func=_echo)
 
+    users = commands.add_parser("console-user", help="add, change, remove or list the web console's local accounts")
+    _add_config_argument(users)
+    users.add_argument("action", choices=("set", "remove", "list"),
+                       help="set: add an account or change its role and password")
+    users.add_argument("name", nargs="?", help="account name (letters, digits, . _ @ -)")
+    users.add_argument("--role", choices=("viewer", "admin"), default="viewer",
+                       help="viewer: sees everything; admin: may also retry dead letters (default viewer)")
+    users.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    users.set_defaults(func=_console_user)
+
     add_train_parser(commands)
     add_evaluate_parser(commands)
     return parser
@@ -141,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValidationError as exc:
-        print(f"hemex: invalid configuration:\n{exc}", file=sys.stderr)
+    except (ConfigurationError, ModelError) as exc:
+        # What the administrator must fix before the node can start: exit 2, which the
+        # systemd unit does not restart on (RestartPreventExitStatus=2).
+        print(f"hemex: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"hemex: {exc}", file=sys.stderr)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
+import sys
 import urllib.parse
+from itertools import combinations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     field_serializer,
     field_validator,
     model_validator,
@@ -31,6 +35,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from daemon.config_errors import describe_toml_error, describe_validation_error
+from domain.errors import ConfigurationError
 from inference.parameters import (
     DeviceChoice,
     GeometryLimits,
@@ -38,6 +44,11 @@ from inference.parameters import (
     PredictorOptions,
     ThresholdParameters,
 )
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (pydantic-settings depends on tomli there)
+    import tomli as tomllib
 
 
 def masked_url(url: str) -> str:
@@ -72,9 +83,10 @@ class DicomListenerSettings(_Section):
     ae_title: str = "HEMEX"
     host: str = "0.0.0.0"
     port: int = Field(11112, ge=0, le=65535)  # 0 = any free port (tests); see Node.dicom_port
-    # Calling AE titles allowed to associate; anything else is rejected at association.
+    # Calling AE titles allowed to C-STORE (any may associate and C-ECHO); empty = any.
     allowed_calling_ae_titles: list[str] = ["STORESCU", "CT_SCANNER"]
-    # Reject an association whose called AE title is not ``ae_title``.
+    # Refuse C-STORE (0x0124) on an association that called another AE title than
+    # ``ae_title`` (C-ECHO still answers, as for any calling AE title).
     require_called_ae_title: bool = True
     # Connections at once, in any phase (TLS handshake, association request, association),
     # in all and from one peer address; more are refused at once (A-ASSOCIATE-RJ, local
@@ -184,6 +196,9 @@ class ReportSettings(_Section):
     # Key Object Selection flagging the slice where the hematoma is largest.
     kos_series_number: int = 9703
     send_key_images: bool = True
+    # Secondary Capture of that slice, outline and figures burned in ("not for diagnosis").
+    send_key_image_capture: bool = True
+    key_capture_series_number: int = 9704
     # Check every SR/SEG with dicom3tools' dciodvfy (and SRs with pixelmed's
     # DicomSRValidator) before it is sent; a tool that is not installed is skipped
     # with a warning. Adds ~10 s of CPU per SR (a JVM start).
@@ -265,6 +280,9 @@ class AlertSettings(_Section):
     min_volume_ml: float = 30.0
     # Alert when the expansion risk category is "high" (only from validated weights).
     on_high_expansion_risk: bool = True
+    # The key image (PNG, figures burned in, no patient name or ID) with each alert:
+    # base64 in the webhook payload's "key_image", an attachment of the e-mail.
+    attach_key_image: bool = True
     webhooks: list[WebhookTarget] = []
     email: EmailSettings = EmailSettings()
 
@@ -348,12 +366,87 @@ class RetentionSettings(_Section):
 
 
 class MetricsSettings(_Section):
-    """The Prometheus /metrics and /healthz HTTP endpoint (monitoring; daemon/metrics.py)."""
+    """The node's one HTTP server: /metrics and /healthz (daemon/ops/metrics.py) and the
+    web console ([console]) share its address."""
 
-    enabled: bool = True
+    enabled: bool = True  # /metrics and /healthz
     # Loopback by default: the figures are not for the network until the admin opens them.
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)  # 0 = any free port (tests); see Node.metrics_port
+
+
+class DatabaseSettings(_Section):
+    """Where the node keeps its state (daemon/state/database.py).
+
+    No ``url``: the embedded SQLite file ``<data_dir>/hemex.sqlite3``. A PostgreSQL URL
+    (``postgresql://user@host:5432/hemex``) lets several nodes share one database and one
+    data directory (docs/deploy-ha.md); its password comes from ``password`` (or the
+    environment, ``HEMEX_DATABASE__PASSWORD``) or ``password_file``, never from the URL.
+    """
+
+    url: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    # Connections each node keeps open to PostgreSQL (it also opens up to as many more
+    # under load).
+    pool_size: int = Field(10, ge=1, le=200)
+    connect_timeout_s: Timeout = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url_valid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("postgresql://", "postgresql+psycopg://", "sqlite:///")):
+            raise ValueError("must start with postgresql:// (or sqlite:/// for a file elsewhere)")
+        if "@" in value.split("://", 1)[1].split("/", 1)[0] and ":" in value.split("://", 1)[1].split("@", 1)[0]:
+            raise ValueError("must not carry a password: use database.password or database.password_file")
+        return value
+
+
+class ClusterSettings(_Section):
+    """Several nodes on one PostgreSQL database (docs/deploy-ha.md).
+
+    Jobs and deliveries a node claims carry a lease; a node renews its leases while it
+    works, and when it dies another node takes the work over once they expire.
+    """
+
+    # This node's name in leases and logs (default: the host name). Must differ between
+    # nodes that share a database; a restarted node with the same name takes its own
+    # unfinished work back at once.
+    node_name: str | None = None
+    lease_s: float = Field(60.0, ge=5.0, le=3600.0)
+ConsoleAuth = Literal["none", "accounts", "proxy"]
+
+
+class ConsoleSettings(_Section):
+    """The web console for the on-call doctor and the administrator (daemon/console),
+    served on the HTTP server of [metrics] (same host and port)."""
+
+    enabled: bool = True
+    # none: no login, and only requests from this host (loopback, not forwarded by a proxy)
+    # are answered: the state until an administrator configures one of the others.
+    # accounts: local accounts (hemex console-user) with argon2-hashed passwords.
+    # proxy: the user name the hospital's reverse proxy puts in proxy_user_header after its
+    # own login; requests from any other address than trusted_proxies are refused.
+    auth: ConsoleAuth = "none"
+    # accounts: where they are kept (default: console-accounts in the data directory).
+    accounts_file: Path | None = None
+    proxy_user_header: str = "X-Remote-User"
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
+    # proxy: the users who may act (retry dead letters); everyone else may look.
+    admin_users: list[str] = []
+    session_hours: float = Field(12.0, gt=0, le=168)
+    # Send the session cookie over HTTPS only (set true behind a TLS reverse proxy).
+    secure_cookies: bool = False
+    # The studies page shows the studies changed in this many hours.
+    hours_shown: float = Field(24.0, gt=0, le=24 * 31)
+
+    @model_validator(mode="after")
+    def _auth_configured(self) -> ConsoleSettings:
+        if self.auth == "proxy" and not self.trusted_proxies:
+            raise ValueError("auth = \"proxy\" needs trusted_proxies, the reverse proxy's addresses")
+        return self
 
 
 class LoggingSettings(_Section):
@@ -385,8 +478,11 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     hl7: Hl7Settings = Hl7Settings()
     logging: LoggingSettings = LoggingSettings()
-    retention: RetentionSettings = RetentionSettings()  # issue 5
+    retention: RetentionSettings = RetentionSettings()
     metrics: MetricsSettings = MetricsSettings()  # monitoring for the IT person
+    database: DatabaseSettings = DatabaseSettings()
+    cluster: ClusterSettings = ClusterSettings()
+    console: ConsoleSettings = ConsoleSettings()  # issue 15: the web console
 
     @model_validator(mode="after")
     def _names_unique(self) -> Settings:
@@ -395,6 +491,19 @@ class Settings(BaseSettings):
             repeated = sorted({name for name in names if names.count(name) > 1})
             if repeated:
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(repeated)}")
+        return self
+
+    @model_validator(mode="after")
+    def _listener_ports_distinct(self) -> Settings:
+        # Caught here so that check-config finds it, and serve stops before any port opens.
+        listeners = [("dicom.port", self.dicom.host, self.dicom.port)]
+        if self.hl7.enabled:
+            listeners.append(("hl7.port", self.hl7.host, self.hl7.port))
+        if self.metrics.enabled or self.console.enabled:
+            listeners.append(("metrics.port", self.metrics.host, self.metrics.port))
+        for (name_a, host_a, port_a), (name_b, host_b, port_b) in combinations(listeners, 2):
+            if port_a == port_b != 0 and _hosts_overlap(host_a, host_b):
+                raise ValueError(f"{name_a} and {name_b} are both {port_a}: each listener needs a port of its own")
         return self
 
     @classmethod
@@ -419,7 +528,19 @@ class Settings(BaseSettings):
 
     @property
     def database_path(self) -> Path:
+        """The embedded SQLite file (used when ``database.url`` is not set)."""
         return self.data_dir / "hemex.sqlite3"
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL of the node database, without its password."""
+        url = self.database.url or f"sqlite:///{self.database_path}"
+        return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    @property
+    def node_name(self) -> str:
+        """This node's name in leases (``cluster.node_name``, default the host name)."""
+        return self.cluster.node_name or socket.gethostname()
 
     @property
     def log_dir(self) -> Path:
@@ -427,8 +548,13 @@ class Settings(BaseSettings):
 
     @property
     def tmp_dir(self) -> Path:
-        """The node's temporary files (objects being received); emptied at every start."""
+        """Objects being received, one folder per process (daemon/retention/orphans.py)."""
         return self.data_dir / "tmp"
+
+    @property
+    def console_accounts_path(self) -> Path:
+        """The console's accounts file (``hemex console-user`` writes it)."""
+        return self.console.accounts_file or self.data_dir / "console-accounts"
 
     def redacted(self) -> dict[str, Any]:
         """The settings as plain data with secrets masked, for the start-up log."""
@@ -436,26 +562,45 @@ class Settings(BaseSettings):
         return json.loads(self.model_dump_json())
 
 
+def _hosts_overlap(host_a: str, host_b: str) -> bool:
+    """Whether two listen addresses can clash on one port (the same, or one a wildcard)."""
+    wildcards = {"", "0.0.0.0", "::", "[::]"}
+    return host_a == host_b or host_a in wildcards or host_b in wildcards
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Load settings from defaults, ``config_file``, the environment and ``overrides``.
 
     Raises
     ------
-    pydantic.ValidationError
-        When a value is invalid; the message names the field.
-    FileNotFoundError
-        When ``config_file`` is given but does not exist.
+    ConfigurationError
+        The file is missing or not valid TOML, or a value is invalid; the message names
+        the file and line or the environment variable, and the setting
+        (``daemon.config_errors``).
     """
-    if config_file is not None and not Path(config_file).is_file():
-        raise FileNotFoundError(f"configuration file not found: {config_file}")
     if config_file is None:
-        return Settings(**overrides)
+        try:
+            return Settings(**overrides)
+        except ValidationError as exc:
+            raise ConfigurationError(describe_validation_error(exc, Settings, None, overrides)) from None
     toml_file = Path(config_file)
+    if not toml_file.is_file():
+        raise ConfigurationError(f"configuration file not found: {toml_file}")
+    try:
+        text = toml_file.read_text(encoding="utf-8")
+        tomllib.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"configuration file {toml_file} unreadable: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(describe_toml_error(toml_file, text, exc)) from None
 
     class _SettingsFromFile(Settings):
         model_config = SettingsConfigDict(toml_file=toml_file)
 
-    return _SettingsFromFile(**overrides)
+    try:
+        return _SettingsFromFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc, Settings, toml_file, overrides)) from None
 
 
 def read_secret(value: SecretStr | None, file: Path | None) -> str | None:

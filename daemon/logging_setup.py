@@ -79,3 +79,6 @@ def configure_logging(settings: LoggingSettings, log_dir: Path) -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("highdicom").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # highdicom logs each copied module at INFO with the source's SOP Instance UID; the
+    # operational log names studies by their handle only.
+    logging.getLogger("highdicom").setLevel(logging.WARNING)

@@ -4,4 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-system-packages.sh
 bash deploy/ensure-venv.sh test
-exec .venv/bin/python -m pytest "$@"
+# The suite runs twice: on the embedded SQLite file, then with the node's state in a real
+# PostgreSQL server (tests/conftest.py starts it; tests about the SQLite file itself, and
+# tests that open no database, are deselected on that pass). Both passes always run.
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+HEMEX_TEST_DATABASE=postgresql .venv/bin/python -m pytest "$@" || status=$?
+exit "$status"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,11 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-TEMP_SUFFIX = ".tmp"  # ``.<name>.<pid>.<thread>.tmp`` beside the target, until its rename
+TEMP_SUFFIX = ".tmp"  # ``.<name>.<host>.<pid>.<thread>.tmp`` beside the target, until its rename
+# This host, in a form without dots: several nodes may share one data directory (NFS), and
+# a temporary file is another process's to remove only when that process is gone, which
+# only its own host can tell.
+HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 COPY_CHUNK_BYTES = 1024 * 1024
 
 
@@ -81,9 +87,27 @@ def _write_content(fd: int, content: bytes | FileTail) -> None:
             _write_all(fd, chunk)
 
 
+def process_running(pid: int) -> bool:
+    """Whether a process with ``pid`` runs on this host (any user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def is_orphan_temp_file(path: Path) -> bool:
-    """True for the temporary file of an atomic write that a crash left behind."""
-    return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX) and path.name.count(".") >= 4
+    """True for the temporary file of an atomic write whose process (on this host) is gone."""
+    name = path.name
+    if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+        return False
+    parts = name[: -len(TEMP_SUFFIX)].rsplit(".", 3)
+    if len(parts) != 4 or parts[1] != HOST_TAG or not parts[2].isdigit():
+        return False
+    pid = int(parts[2])
+    return pid != os.getpid() and not process_running(pid)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -127,7 +151,7 @@ def write_atomically(target: Path, data: bytes | FileTail) -> None:
     if isinstance(data, FileTail) and data.consume_source and not data.prefix and data.offset == 0 \
             and _moved(data.source, target):
         return
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}")
+    tmp = target.with_name(f".{target.name}.{HOST_TAG}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

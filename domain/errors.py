@@ -15,6 +15,10 @@ class ConfigurationError(HemexError):
     """The configuration is invalid; the daemon does not start."""
 
 
+class ListenerPortError(ConfigurationError):
+    """A listener's address cannot be bound (in use, not this host's, or privileged)."""
+
+
 class StorageFullError(HemexError):
     """Not enough free disk space to store what was received (DICOM A700, HL7 AE)."""
 

@@ -119,6 +119,21 @@ def _positive_number(ds: Dataset, keyword: str) -> float | None:
     return value if math.isfinite(value) and value > 0 else None
 
 
+def slice_hu(ds: Dataset, frame_number: int = 1) -> np.ndarray:
+    """float32 HU of one slice of one image: the image itself, or frame ``frame_number``
+    (1-based) of a multi-frame image, rescaled as ``volume_from_datasets`` rescales it.
+
+    Raises
+    ------
+    UnsupportedSeriesError
+        No such frame, or pixels that cannot be decoded.
+    """
+    slices = _slices_of(ds)
+    if not 1 <= frame_number <= len(slices):
+        raise UnsupportedSeriesError(f"frame {frame_number} of a {len(slices)}-frame image")
+    return _stack_hu([slices[frame_number - 1]])[0]
+
+
 def _slices_of(ds: Dataset) -> list[_Slice]:
     """The slices of one instance: itself, or each frame of a multi-frame image."""
     frames = int(ds.get("NumberOfFrames", 1) or 1)

@@ -15,7 +15,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HEMEX_METRICS__PORT", "0")
 
 from tests.support.alert_peers import HttpReceiver, SmtpReceiver
+from tests.support.databases import on_postgresql
 from tests.support.peers import Orthanc, closed_port, start_orthanc
+from tests.support.postgres import PASSWORD as POSTGRES_PASSWORD
+from tests.support.postgres import PostgresServer
 from tests.support.required_tools import in_ci
 
 
@@ -36,6 +39,41 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     pacs = start_orthanc(tmp_path / "orthanc")
     yield pacs
     pacs.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: about the SQLite file itself; not run on PostgreSQL")
+    config.addinivalue_line("markers", "no_database: opens no node database; not run again on PostgreSQL")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the PostgreSQL pass, tests about the SQLite file and tests that open no database
+    are deselected: they ran in the SQLite pass, and would run the same again."""
+    if on_postgresql():
+        kept = [item for item in items
+                if item.get_closest_marker("sqlite_only") is None and item.get_closest_marker("no_database") is None]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (Debian's packages, a temporary folder)."""
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _node_database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the PostgreSQL pass, every test gets a database of its own, and the node's
+    settings (HEMEX_DATABASE__URL, __PASSWORD) point there, in this process and in the
+    node processes tests start."""
+    if not on_postgresql():
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    monkeypatch.setenv("HEMEX_DATABASE__URL", server.create_database())
+    monkeypatch.setenv("HEMEX_DATABASE__PASSWORD", POSTGRES_PASSWORD)
 
 
 @pytest.fixture

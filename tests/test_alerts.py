@@ -27,7 +27,6 @@ from daemon.report.alert_rules import (
     AlertDecision,
     decide_alert,
 )
-from daemon.state.database import Database
 from domain.analysis import StudyAnalysis
 from domain.brain_score import BrainScore
 from domain.clinical import ClinicalVariables
@@ -36,6 +35,7 @@ from domain.measurements import HematomaMeasurements
 from domain.prediction import ExpansionPrediction, prediction_unavailable_reason
 from domain.study import StudyIdentity
 from tests.support.alert_peers import HttpReceiver, SmtpReceiver
+from tests.support.databases import open_database
 from tests.support.peers import free_port
 
 PATIENT_ID = "PID-778899"
@@ -80,7 +80,7 @@ class Node:
             webhooks=[WebhookTarget(name="oncall", url=webhook_url, token_file=token_file, timeout_s=5.0)],
             email=EmailSettings(enabled=True, smtp_host="127.0.0.1", smtp_port=smtp_port, timeout_s=5.0,
                                 sender="hemex@test.invalid", recipients=["stroke-oncall@test.invalid"]))
-        self.db = Database(tmp_path / "state.sqlite3")
+        self.db = open_database(tmp_path / "state.sqlite3")
         self.results = tmp_path / "results"
         self.outbox = Outbox(self.db, OutboxSettings(), {"webhook": WebhookChannel(self.settings.webhooks),
                                                           "email": EmailChannel(self.settings.email)},

@@ -6,6 +6,9 @@ import pytest
 
 from inference.scores.brain_score import compute_brain_score, hours_points, volume_points
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 
 @pytest.mark.parametrize("ml, points", [(0, 0), (10, 0), (10.01, 5), (20, 5), (20.01, 7), (80, 7)])
 def test_volume_points(ml: float, points: int) -> None:

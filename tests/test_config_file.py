@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel
 
 from daemon.config import Settings, load_settings
+
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
 
 CONFIG = Path(__file__).resolve().parents[1] / "config.toml"
 

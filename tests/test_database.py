@@ -6,11 +6,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect
 
 from daemon.state.database import Database
 from domain.jobs import JobKind
 from domain.study import StudyState
+from tests.support.databases import open_database
 
 FIXTURES = Path(__file__).with_name("fixtures")
 
@@ -32,6 +34,7 @@ def _hemex_01_file(path: Path) -> None:
             " VALUES ('analyse_study', '1.2', 'pending', 0, 0, 0);")
 
 
+@pytest.mark.sqlite_only
 def test_a_hemex_01_file_is_upgraded_with_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     _hemex_01_file(path)
@@ -50,6 +53,7 @@ def test_a_hemex_01_file_is_upgraded_with_its_rows(tmp_path: Path) -> None:
     Database(path).close()  # opening an up-to-date file again changes nothing
 
 
+@pytest.mark.sqlite_only
 def test_a_version_1_file_gains_the_result_input_key(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as old:
@@ -67,6 +71,7 @@ def test_a_version_1_file_gains_the_result_input_key(tmp_path: Path) -> None:
     assert latest is not None and latest.status == "COMPLETE"  # data kept
 
 
+@pytest.mark.sqlite_only
 def test_new_file_is_private_and_at_the_newest_revision(tmp_path: Path) -> None:
     db = Database(tmp_path / "state" / "hemex.sqlite3")
     assert (tmp_path / "state" / "hemex.sqlite3").stat().st_mode & 0o077 == 0
@@ -79,7 +84,7 @@ def test_new_file_is_private_and_at_the_newest_revision(tmp_path: Path) -> None:
 
 
 def test_a_write_transaction_that_raises_leaves_nothing(tmp_path: Path) -> None:
-    db = Database(tmp_path / "db.sqlite3")
+    db = open_database(tmp_path / "db.sqlite3")
     try:
         with db.transaction() as repos:
             repos.jobs.enqueue(JobKind.ANALYSE_STUDY, "1.9", 0.0, 0.0)

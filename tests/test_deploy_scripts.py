@@ -11,6 +11,9 @@ import pytest
 
 from tests.support.required_tools import missing, required_tool
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 ROOT = Path(__file__).resolve().parents[1]
 SHELL_SCRIPTS = sorted(ROOT.glob("deploy/*.sh")) + [ROOT / ".ci" / "run"]
 

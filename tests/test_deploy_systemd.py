@@ -13,6 +13,9 @@ import pytest
 from daemon.cli import build_parser
 from tests.support.required_tools import required_tool
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "hemex.service"
 SYSUSERS = ROOT / "deploy" / "hemex.sysusers"

@@ -1,11 +1,14 @@
 """The C-STORE / C-ECHO listener against dcmtk's storescu and echoscu as the scanner.
 
 Images are small synthetic CT slices made in the test (not anatomy); what is checked is
-the protocol: statuses, durability before success, allow-list, duplicates.
+the protocol: statuses, durability before success, allow-list (echo from any AE title, store only
+from listed ones), duplicates.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
+from daemon.config import DicomListenerSettings
 from tests.support.dicom_listener import Listener, start_receive_listener, storescu, tiny_ct
 
 
@@ -47,11 +51,28 @@ def test_duplicate_instance_is_stored_once_and_acknowledged(listener: Listener, 
     assert listener.count() == 1
 
 
-def test_unknown_calling_ae_is_rejected_at_association(listener: Listener, tmp_path: Path) -> None:
+def test_unknown_calling_ae_may_not_store_and_is_told_why(listener: Listener, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """An AE title outside dicom.allowed_calling_ae_titles gets 0x0124 for each C-STORE,
+    a log line that names the setting, and an audit record; nothing is stored."""
     path = tiny_ct(tmp_path / "in/0.dcm", generate_uid(), generate_uid(), 0)
-    result = storescu(listener.port, [path], "INTRUDER")
+    with caplog.at_level(logging.INFO, logger="daemon.receive.storage_scp"):
+        result = storescu(listener.port, [path], "INTRUDER", "-v")
     assert result.returncode != 0
-    assert "Rejected" in result.stderr + result.stdout
+    # dcmtk knows only the storage statuses by name and prints the general one as a number.
+    assert "Store Response (Unknown Status: 0x124)" in result.stderr, result.stderr
+    assert listener.count() == 0
+    assert "calling_ae=INTRUDER" in caplog.text
+    assert "dicom.allowed_calling_ae_titles" in caplog.text and "status=0x0124" in caplog.text
+    records = [json.loads(line) for line in listener.audit.path.read_text().splitlines()]
+    refused = [r for r in records if r["action"] == "dicom-store-refused"]
+    assert len(refused) == 1 and refused[0]["calling_ae"] == "INTRUDER"
+    assert "dicom.allowed_calling_ae_titles" in refused[0]["reason"]
+
+
+def test_pynetdicom_store_from_unlisted_ae_gets_not_authorised(listener: Listener, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(tiny_ct(tmp_path / "in/0.dcm", generate_uid(), generate_uid(), 0))
+    assert _pynetdicom_store(listener.port, ds, calling_ae="INTRUDER") == 0x0124
     assert listener.count() == 0
 
 
@@ -59,6 +80,25 @@ def test_echo_succeeds_for_allowed_caller(listener: Listener) -> None:
     result = subprocess.run(["echoscu", "-aet", "STORESCU", "-aec", "HEMEX", "127.0.0.1", str(listener.port)],
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_echoscu_with_its_own_ae_title_succeeds_on_the_embedded_defaults(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`echoscu HOST 11112` as a PACS administrator types it (calling AE ECHOSCU) on the
+    default allow-list, which does not name ECHOSCU: the echo succeeds, and the log says
+    that this AE title could not store and which setting would let it."""
+    defaults = DicomListenerSettings()
+    assert "ECHOSCU" not in defaults.allowed_calling_ae_titles
+    running = start_receive_listener(tmp_path, allowed_calling_ae_titles=defaults.allowed_calling_ae_titles)
+    try:
+        with caplog.at_level(logging.INFO, logger="daemon.receive.storage_scp"):
+            result = subprocess.run(["echoscu", "127.0.0.1", str(running.port)],
+                                    capture_output=True, text=True, timeout=30, check=False)
+        assert result.returncode == 0, result.stderr
+        accepted = [line for line in caplog.text.splitlines() if "calling_ae=ECHOSCU" in line]
+        assert accepted and "C-ECHO only" in accepted[0] and "dicom.allowed_calling_ae_titles" in accepted[0]
+    finally:
+        running.stop()
 
 
 def test_full_disk_returns_out_of_resources(tmp_path: Path) -> None:
@@ -86,8 +126,8 @@ def test_dataset_without_identifying_uids_cannot_be_understood(listener: Listene
     assert listener.count() == 0
 
 
-def _pynetdicom_store(port: int, ds: Dataset) -> int:
-    ae = AE(ae_title="STORESCU")
+def _pynetdicom_store(port: int, ds: Dataset, calling_ae: str = "STORESCU") -> int:
+    ae = AE(ae_title=calling_ae)
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", port, ae_title="HEMEX")
     assert assoc.is_established

@@ -21,9 +21,9 @@ from pynetdicom.sop_class import Comprehensive3DSRStorage, CTImageStorage
 from daemon.config import DicomDestination, OutboxSettings
 from daemon.deliver.dicom_sender import DicomStoreChannel
 from daemon.deliver.outbox import Outbox
-from daemon.state.database import Database
 from domain.delivery import Channel, DeliveryRequest, DeliveryState
 from domain.errors import DeliveryError, PermanentDeliveryError
+from tests.support.databases import open_database
 from tests.support.peers import Orthanc, free_port, start_orthanc
 
 
@@ -80,7 +80,7 @@ def destination(name: str, port: int, ae_title: str = "ORTHANC") -> DicomDestina
 
 def make_outbox(tmp_path: Path, destinations: list[DicomDestination], clock: Clock) -> Outbox:
     settings = OutboxSettings(retry_initial_s=10.0, retry_max_s=300.0, max_attempts=5)
-    return Outbox(Database(tmp_path / "state.sqlite3"), settings, {"dicom": DicomStoreChannel(destinations)},
+    return Outbox(open_database(tmp_path / "state.sqlite3"), settings, {"dicom": DicomStoreChannel(destinations)},
                   clock=clock)
 
 

@@ -7,6 +7,7 @@ the min_free_disk_mb threshold, changed between two listeners on the same data d
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from domain.durable_files import write_atomically
 from domain.handles import study_handle
 from domain.jobs import JobKind
 from domain.report import ReportBundle, ReportObject
+from tests.support.databases import open_database
 from tests.support.dicom_listener import send, start_receive_listener, tiny_ct
 from tests.support.hl7_peers import MllpClient, adt, msa, start_intake
 
@@ -65,7 +67,7 @@ def _deliver_all(db: Database, study: str) -> None:
 
 def test_retention_purges_old_delivered_studies_only(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", retention={"images_days": 30, "results_days": 60})
-    db = Database(settings.database_path)
+    db = open_database(settings.database_path)
     t0 = time.time()
     delivered = _study(settings, db, tmp_path, DeliveryState.DELIVERED, t0)
     pending = _study(settings, db, tmp_path, DeliveryState.PENDING, t0)
@@ -97,7 +99,7 @@ def test_retention_purges_old_delivered_studies_only(tmp_path: Path) -> None:
 
 def test_retention_keeps_a_study_with_an_open_job(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
-    db = Database(settings.database_path)
+    db = open_database(settings.database_path)
     study = _study(settings, db, tmp_path, None, time.time())
     with db.transaction() as repos:
         repos.jobs.enqueue(JobKind.ANALYSE_STUDY, study, 0.0, 0.0)
@@ -107,7 +109,7 @@ def test_retention_keeps_a_study_with_an_open_job(tmp_path: Path) -> None:
 
 def test_retention_disabled_purges_nothing(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", retention={"enabled": False})
-    db = Database(settings.database_path)
+    db = open_database(settings.database_path)
     study = _study(settings, db, tmp_path, DeliveryState.DELIVERED, time.time())
     report = purge_expired(db, settings, now=time.time() + 365 * DAY)
     assert (settings.spool_dir / study).is_dir() and not report.image_studies
@@ -151,29 +153,40 @@ def test_hl7_disk_full_answers_ae_then_recovers_on_the_same_data_dir(tmp_path: P
 
 
 def test_orphan_temporary_files_are_removed_at_start(tmp_path: Path) -> None:
-    """A kill -9 during a write leaves ``.<name>.<pid>.<thread>.tmp`` beside its target (and a
-    partly received object in the node's tmp folder); the next start removes them, and
-    nothing else."""
+    """A kill -9 during a write leaves ``.<name>.<host>.<pid>.<thread>.tmp`` beside its
+    target, and a partly received object in the process's folder under ``tmp/``; the next
+    start removes those of this host's processes that are gone, and nothing else (the data
+    directory may be shared with nodes on other hosts, or with a running process)."""
+    import subprocess
+    import sys
+
     from daemon.app import Node
+    from domain.durable_files import HOST_TAG
     from tests.support.node_settings import loopback_node_settings
     from tests.support.peers import wait_until
 
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a process that ran and is gone
+    gone.wait()
+    dead = gone.pid
     settings = loopback_node_settings(tmp_path / "node", hl7={"enabled": False})
-    kept = settings.spool_dir / "1.2.3" / "1.2.3.4" / "1.2.3.4.5.dcm"
-    orphans = [settings.spool_dir / "1.2.3" / "1.2.3.4" / ".1.2.3.4.6.dcm.4242.1.tmp",
-               settings.results_dir / "abc" / ".sr.dcm.4242.7.tmp",
-               settings.data_dir / "hl7" / "2026-01-01" / ".x.hl7.4242.9.tmp",
-               settings.data_dir / "tmp" / "tmpk2j3h4.dcm"]
-    for path in [kept, *orphans]:
+    series = settings.spool_dir / "1.2.3" / "1.2.3.4"
+    kept = [series / "1.2.3.4.5.dcm",
+            series / f".1.2.3.4.7.dcm.deadbeef.{dead}.1.tmp",             # another host's
+            series / f".1.2.3.4.8.dcm.{HOST_TAG}.{os.getppid()}.1.tmp"]   # a running process's
+    orphans = [series / f".1.2.3.4.6.dcm.{HOST_TAG}.{dead}.1.tmp",
+               settings.results_dir / "abc" / f".sr.dcm.{HOST_TAG}.{dead}.7.tmp",
+               settings.data_dir / "hl7" / "2026-01-01" / f".x.hl7.{HOST_TAG}.{dead}.9.tmp",
+               settings.data_dir / "tmp" / f"{HOST_TAG}.{dead}" / "tmpk2j3h4.dcm"]
+    for path in [*kept, *orphans]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"partial")
     node = Node(settings)
     node.start()
     try:
-        # The tmp folder is emptied before the listeners open; the tree is walked by a
-        # one-off scheduled job (a large spool must not delay the listener).
+        # The receive folders are cleaned before the listeners open; the tree is walked by
+        # a one-off scheduled job (a large spool must not delay the listeners).
         assert not orphans[-1].exists()
         wait_until(lambda: not any(path.exists() for path in orphans), timeout_s=10.0)
-        assert kept.exists()
+        assert all(path.exists() for path in kept)
     finally:
         node.stop()

@@ -1,5 +1,6 @@
 """The whole node with real peers: dcmtk storescu as the scanner, Orthanc as the PACS,
-aiosmtpd as the mail server and an HTTP server as the paging webhook.
+aiosmtpd as the mail server and an HTTP server as the paging webhook. The report reaching
+Orthanc is the SR, the SEG, the key-image KOS and the key-image Secondary Capture.
 
 The CT is a synthetic phantom (tests/support/phantoms.py) with a hematoma of known
 volume; the measured volume in the SR that Orthanc holds must match it.
@@ -7,6 +8,8 @@ volume; the measured volume in the SR that Orthanc holds must match it.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -14,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 
 from daemon.app import Node
 from daemon.config import Settings
@@ -63,9 +67,9 @@ def test_ct_in_sr_and_seg_out_alert_sent(tmp_path: Path, orthanc: Orthanc, smtp:
     node.start()
     try:
         storescu(node.dicom_port, phantom.paths)
-        wait_until(lambda: len(orthanc.instances()) >= 3, timeout_s=180, interval_s=0.5)
+        wait_until(lambda: len(orthanc.instances()) >= 4, timeout_s=180, interval_s=0.5)
         objects = _orthanc_objects(orthanc)
-        assert set(objects) == {"SR", "SEG", "KO"}
+        assert set(objects) == {"SR", "SEG", "KO", "OT"}
         # The key image is the slice where the hematoma is largest (two tie at the centre).
         areas = phantom.hematoma.sum(axis=(1, 2))
         largest = {pydicom.dcmread(phantom.paths[i], stop_before_pixels=True).SOPInstanceUID
@@ -73,6 +77,12 @@ def test_ct_in_sr_and_seg_out_alert_sent(tmp_path: Path, orthanc: Orthanc, smtp:
         key_image = objects["KO"].CurrentRequestedProcedureEvidenceSequence[0] \
             .ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
         assert key_image in largest
+        # The key image every viewer shows: a Secondary Capture of that slice, in the study,
+        # figures burned in (and said so), made from the slice the KOS flags.
+        capture = objects["OT"]
+        assert capture.StudyInstanceUID == phantom.study_uid and capture.BurnedInAnnotation == "YES"
+        assert capture.SourceImageSequence[0].ReferencedSOPInstanceUID == key_image
+        assert capture.PhotometricInterpretation == "RGB" and "NOT FOR DIAGNOSIS" in capture.SeriesDescription
         sr, seg = objects["SR"], objects["SEG"]
         assert sr.StudyInstanceUID == seg.StudyInstanceUID == phantom.study_uid
         assert sr.CompletionFlag == "COMPLETE"
@@ -87,11 +97,17 @@ def test_ct_in_sr_and_seg_out_alert_sent(tmp_path: Path, orthanc: Orthanc, smtp:
         body = json.loads(request.body)
         assert body["study"]["accession_number"] == phantom.accession
         assert body["hematoma"]["volume_ml"] == pytest.approx(volume_ml, rel=1e-3)
-        assert phantom.patient_id in smtp.messages[0].get_payload() or phantom.patient_id in str(smtp.messages[0])
+        assert phantom.patient_id in str(smtp.messages[0])
+        # The same picture as PNG with both alerts: base64 in the webhook JSON, attached to the mail.
+        png = base64.b64decode(body["key_image"]["base64"])
+        assert png.startswith(b"\x89PNG") and body["key_image"]["media_type"] == "image/png"
+        attached = [part for part in smtp.messages[0].walk() if part.get_content_type() == "image/png"]
+        assert len(attached) == 1 and attached[0].get_payload(decode=True) == png
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), capture.pixel_array)
         # Sent once per study: a second pass of everything sends nothing new.
         node.outbox.deliver_due()
         assert len(webhook.requests) == 1 and len(smtp.messages) == 1
-        assert len(orthanc.instances()) == 3
+        assert len(orthanc.instances()) == 4
         # A crash after the analysis was handed on but before its job was marked done
         # runs the job again: it finds its analysis and makes no second SR.
         with node.db.reading() as repos:
@@ -130,8 +146,8 @@ def test_pacs_down_receives_everything_when_back(tmp_path: Path, smtp: SmtpRecei
         wait_until(lambda: node.outbox.counts_by_state().get("pending", 0) >= 2
                    and _attempted(node), timeout_s=120, interval_s=0.5)
         orthanc = start_orthanc(tmp_path / "late-orthanc", dicom_port=pacs_port)
-        wait_until(lambda: len(orthanc.instances()) >= 3, timeout_s=60, interval_s=0.5)
-        assert {str(orthanc.instance_tags(i)["Modality"]) for i in orthanc.instances()} == {"SR", "SEG", "KO"}
+        wait_until(lambda: len(orthanc.instances()) >= 4, timeout_s=60, interval_s=0.5)
+        assert {str(orthanc.instance_tags(i)["Modality"]) for i in orthanc.instances()} == {"SR", "SEG", "KO", "OT"}
     finally:
         node.stop()
         if orthanc is not None:

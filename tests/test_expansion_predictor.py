@@ -15,6 +15,9 @@ from inference.parameters import PredictorOptions
 from inference.tanioka_preprocessing import geometry_for_shape, hematoma_image
 from tests.support.tiny_expansion_model import STANDARDISATION, TINY_SHAPE, save_tiny
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 FULL = ClinicalVariables(anticoagulant_use=True, systolic_bp_mmhg=185.0, diastolic_bp_mmhg=100.0,
                          pt_inr=2.4, hours_onset_to_ct=1.5)
 PARTIAL = ClinicalVariables(anticoagulant_use=False, systolic_bp_mmhg=150.0, diastolic_bp_mmhg=80.0)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from tests.support.databases import on_postgresql
 from tests.support.dicom_listener import Listener, send_raw, start_receive_listener, still_serving
 from tests.support.fuzz_targets import (
     DICOM_STATUSES,
@@ -45,8 +46,11 @@ def listener(tmp_path: Path) -> Iterator[Listener]:
 
 
 @pytest.fixture(scope="module")
-def dicom_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DicomTarget]:
-    target = DicomTarget(tmp_path_factory.mktemp("fuzz"))
+def dicom_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DicomTarget]:
+    # Module-wide, so it gets its own PostgreSQL database on that pass (the per-test one
+    # does not exist yet when a module fixture starts).
+    url = request.getfixturevalue("postgres_server").create_database() if on_postgresql() else None
+    target = DicomTarget(tmp_path_factory.mktemp("fuzz"), database_url=url)
     yield target
     target.close()
 

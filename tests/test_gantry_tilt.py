@@ -25,6 +25,9 @@ from inference.nifti_io import mask_to_nifti, volume_to_nifti
 from inference.series_to_volume import volume_from_datasets
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 TILTS = (0.0, 12.0, 25.0)
 
 

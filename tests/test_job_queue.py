@@ -12,6 +12,7 @@ from daemon.state.database import Database
 from domain.errors import NoAnalysableSeriesError, UnsupportedSeriesError
 from domain.jobs import JobKind, JobState
 from domain.study import ReceivedInstance, StudyState
+from tests.support.databases import open_database
 
 KIND = JobKind.ANALYSE_STUDY
 
@@ -26,7 +27,7 @@ class Clock:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Database:
-    return Database(tmp_path / "db.sqlite3")
+    return open_database(tmp_path / "db.sqlite3")
 
 
 def _state(db: Database, key: str, kind: JobKind = KIND) -> JobState | None:
@@ -46,12 +47,12 @@ def test_jobs_run_when_due_and_once(db: Database) -> None:
     with db.transaction() as repos:
         repos.jobs.enqueue(KIND, "1.2.3", clock.now + 10, clock.now)
         repos.jobs.enqueue(KIND, "1.2.3", clock.now + 10, clock.now)  # same key: still one job
-        assert repos.jobs.claim_next(clock.now) is None
+        assert repos.jobs.claim_next(clock.now, "a", 60) is None
         clock.now += 10
-        job = repos.jobs.claim_next(clock.now)
+        job = repos.jobs.claim_next(clock.now, "a", 60)
         assert job is not None and job.key == "1.2.3" and job.attempts == 1
-        assert repos.jobs.claim_next(clock.now) is None
-        repos.jobs.finish(job, clock.now)
+        assert repos.jobs.claim_next(clock.now, "b", 60) is None  # claimed: not due for another node
+        assert repos.jobs.finish(job, "a", clock.now)
     assert _state(db, "1.2.3") is JobState.DONE
 
 
@@ -73,16 +74,33 @@ def test_a_job_queued_while_it_runs_runs_once_more(db: Database) -> None:
 
 def test_running_jobs_resume_after_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    first = Database(path)
+    first = open_database(path)
     with first.transaction() as repos:
         repos.jobs.enqueue(KIND, "9.9", 0.0, 0.0)
-        assert repos.jobs.claim_next(1.0) is not None
-    # A new process opens the same database: the job left running is pending again.
-    restarted = Database(path)
-    assert JobRunner(restarted, {}).resume_interrupted() == 1
+        assert repos.jobs.claim_next(1.0, "node-a", 60) is not None
+    # The same node restarts on the same database: the job it left running runs again.
+    restarted = open_database(path)
+    assert JobRunner(restarted, {}, owner="node-b").resume_interrupted() == 0  # not node-b's
+    assert JobRunner(restarted, {}, owner="node-a").resume_interrupted() == 1
     with restarted.transaction() as repos:
-        job = repos.jobs.claim_next(2.0)
+        job = repos.jobs.claim_next(2.0, "node-a", 60)
     assert job is not None and job.attempts == 2
+
+
+def test_another_node_takes_a_job_over_when_its_lease_runs_out(db: Database) -> None:
+    with db.transaction() as repos:
+        repos.jobs.enqueue(KIND, "4.4", 0.0, 0.0)
+        job = repos.jobs.claim_next(100.0, "node-a", 60)
+        assert job is not None
+        assert repos.jobs.claim_next(150.0, "node-b", 60) is None  # node-a's lease holds
+        assert repos.jobs.renew(job, "node-a", 200.0)  # node-a is alive and renews
+        assert repos.jobs.claim_next(190.0, "node-b", 60) is None
+        taken = repos.jobs.claim_next(201.0, "node-b", 60)  # node-a died: the lease ran out
+        assert taken is not None and taken.id == job.id and taken.attempts == 2
+        assert not repos.jobs.renew(job, "node-a", 300.0)  # node-a lost it
+        assert not repos.jobs.finish(job, "node-a", 202.0)  # a late outcome of node-a counts for nothing
+        assert repos.jobs.finish(taken, "node-b", 203.0)
+    assert _state(db, "4.4") is JobState.DONE
 
 
 def test_a_handler_may_ask_to_run_again_later(db: Database) -> None:

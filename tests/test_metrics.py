@@ -21,10 +21,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.app import Node
-from daemon.config import MetricsSettings, Settings, load_settings
+from daemon.config import Settings, load_settings
 from daemon.deliver.outbox import Outbox
-from daemon.ops.metrics import MetricsServer
+from daemon.ops.metrics import metrics_blueprint
 from daemon.state.database import Database
+from daemon.web.app_factory import build_web_app
+from daemon.web.server import WebServer
 from domain.delivery import Channel, DeliveryRequest
 from domain.version import __version__
 from tests.support.hl7_peers import MllpClient, adt, msa
@@ -164,12 +166,14 @@ def test_healthz_is_200_while_the_listener_runs_and_503_once_it_stops(tmp_path: 
         node.stop()
 
 
+@pytest.mark.sqlite_only
 def test_healthz_is_503_while_free_disk_is_below_the_floor(tmp_path: Path) -> None:
     """The probes saw /healthz say ok while the disk was full and every image got A700."""
     free_mb = shutil.disk_usage(tmp_path).free // (1024 * 1024)
     db = Database(tmp_path / "hemex.sqlite3")
-    server = MetricsServer(MetricsSettings(port=0), db, tmp_path, (free_mb + 1024) * 1024 * 1024,
-                           listener_alive=lambda: True)
+    floor = (free_mb + 1024) * 1024 * 1024
+    server = WebServer("127.0.0.1", 0, build_web_app([metrics_blueprint(db, tmp_path, floor, lambda: True)],
+                                                     b"k" * 32))
     server.start()
     try:
         status, body = _get(server.port, "/healthz")
@@ -180,12 +184,14 @@ def test_healthz_is_503_while_free_disk_is_below_the_floor(tmp_path: Path) -> No
         db.close()
 
 
+@pytest.mark.sqlite_only
 def test_an_unreadable_database_is_503_on_both_paths(tmp_path: Path) -> None:
     db_path = tmp_path / "hemex.sqlite3"
     db = Database(db_path)
     db.close()  # the last connection checkpoints the WAL and removes it
     db_path.write_bytes(b"not a database " * 100)
-    server = MetricsServer(MetricsSettings(port=0), db, tmp_path, 0, listener_alive=lambda: True)
+    app = build_web_app([metrics_blueprint(db, tmp_path, 0, listener_alive=lambda: True)], b"k" * 32)
+    server = WebServer("127.0.0.1", 0, app)
     server.start()
     try:
         status, body = _get(server.port, "/healthz")
@@ -212,7 +218,18 @@ def test_metrics_disabled_and_defaults(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.delenv("HEMEX_METRICS__PORT", raising=False)  # conftest's test-wide override
     defaults = load_settings(None).metrics
     assert (defaults.enabled, defaults.host, defaults.port) == (True, "127.0.0.1", 9464)
+    # Metrics off: the HTTP server still serves the console, but not /metrics or /healthz.
     node = Node(_settings(tmp_path, hl7=False, enabled=False))
+    node.start()
+    try:
+        assert node.metrics_port is not None
+        assert _get(node.metrics_port, "/metrics")[0] == 404
+        assert _get(node.metrics_port, "/healthz")[0] == 404
+    finally:
+        node.stop()
+    # Console off too: no HTTP server at all.
+    node = Node(load_settings(None, **{**_settings(tmp_path, hl7=False, enabled=False).model_dump(),
+                                       "console": {"enabled": False}}))
     node.start()
     try:
         assert node.metrics_port is None

@@ -16,7 +16,7 @@ import pytest
 from daemon.config import Hl7Settings
 from daemon.intake.message_processor import MessageProcessor
 from daemon.intake.mllp_server import MllpListener
-from daemon.state.database import Database
+from tests.support.databases import open_database
 from tests.support.hl7_peers import (
     FS_CR,
     VT,
@@ -180,7 +180,7 @@ def test_storage_full_is_ae(tmp_path: Path) -> None:
 
 def test_messages_stored_but_not_applied_are_applied_at_next_start(tmp_path: Path) -> None:
     settings = Hl7Settings(host="127.0.0.1", port=0, min_free_disk_mb=0)
-    db = Database(tmp_path / "hemex.sqlite3")
+    db = open_database(tmp_path / "hemex.sqlite3")
     listener = MllpListener(settings, db, tmp_path)  # no processor: nothing applied
     listener.start()
     with MllpClient(listener.port) as client:

@@ -17,6 +17,9 @@ from inference.nifti_io import (
     volume_to_nifti,
 )
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 
 def _volume() -> CTVolume:
     rng = np.random.default_rng(0)

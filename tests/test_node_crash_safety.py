@@ -28,11 +28,11 @@ from daemon.deliver.dicom_sender import DicomStoreChannel
 from daemon.deliver.outbox import Outbox
 from daemon.receive.instance_header import read_instance_header
 from daemon.receive.instance_store import InstanceStore
-from daemon.state.database import Database
 from daemon.state.job_repository import JobRepository
 from domain.delivery import Channel, DeliveryRequest
 from domain.jobs import JobKind, JobState
 from tests.support.counting_pacs import CountingPacs, Reception
+from tests.support.databases import open_database
 from tests.support.node_process import NodeDatabase, NodeProcess, write_node_config
 from tests.support.peers import free_port
 from tests.support.phantoms import make_head_ct_series
@@ -64,6 +64,7 @@ def test_whole_node_survives_kill_9_at_random_points(tmp_path: Path) -> None:
     assert all(len(uids) == 1 for uids in tally.sr_per_study.values())
     assert all(len(uids) == 1 for uids in tally.seg_per_study.values())
     assert all(len(uids) <= 1 for uids in tally.key_images_per_study.values())  # no second KOS
+    assert all(len(uids) <= 1 for uids in tally.key_captures_per_study.values())  # no second capture
     assert tally.result_uids_match
     # Every study raised its alert (26 ml > the 10 ml rule) through the webhook.
     assert len(tally.alerts_per_study) == 2
@@ -83,7 +84,7 @@ def _store_series_and_die_when_the_job_is_queued(data_dir: Path, files: list[Pat
         os._exit(DIED)  # no clean-up, no commit of anything still open: as kill -9
 
     JobRepository.enqueue = die  # type: ignore[method-assign]  # fault injection in this child only
-    db = Database(data_dir / "hemex.sqlite3")
+    db = open_database(data_dir / "hemex.sqlite3")
     tracker = SeriesTracker(db, SeriesCompletionSettings(quiet_period_s=30.0))
     store = InstanceStore(db, data_dir / "spool", 0, tracker)
     for path in files:
@@ -100,7 +101,7 @@ def test_death_between_series_completion_and_job_insert_still_analyses(tmp_path:
     child.start()
     child.join(120)
     assert child.exitcode == DIED  # it died exactly there
-    db = Database(data_dir / "hemex.sqlite3")
+    db = open_database(data_dir / "hemex.sqlite3")
     with db.reading() as repos:
         assert repos.images.instance_count() == 4
         assert repos.images.open_series() == [phantom.series_uid]  # the completion was rolled back
@@ -116,7 +117,7 @@ def test_each_delivery_is_committed_before_the_next_object_is_sent(tmp_path: Pat
     (56 duplicate receptions in a 20-kill run of bench/kill_loop_node.py). Each success
     is now committed before the next object goes out, so a kill re-sends at most one."""
     phantom = make_head_ct_series(tmp_path / "ct", slices=4, rows=64, pixel_mm=230.0 / 64)
-    db = Database(tmp_path / "data" / "hemex.sqlite3")
+    db = open_database(tmp_path / "data" / "hemex.sqlite3")
     seen_delivered: list[int] = []
 
     def count_delivered(_: Reception) -> None:  # in the PACS, as each object arrives

@@ -24,6 +24,9 @@ from domain.measurements import HematomaMeasurements
 from domain.prediction import ExpansionPrediction
 from tests.support.hl7_peers import AckingServer
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 SETTINGS = Hl7Settings(sending_facility="STROKE-UNIT", outbound_receiving_application="EHR")
 
 

@@ -17,9 +17,9 @@ from daemon.config import OutboxSettings, WebhookTarget
 from daemon.deliver.channel import PerItemBatchChannel, as_batch_channel
 from daemon.deliver.outbox import JITTER, Outbox
 from daemon.deliver.webhook_sender import WebhookChannel
-from daemon.state.database import Database
 from domain.delivery import Channel, DeliveryRequest
 from tests.support.alert_peers import HttpReceiver
+from tests.support.databases import open_database
 
 
 class Clock:
@@ -41,7 +41,7 @@ def make_outbox(tmp_path: Path, receiver: HttpReceiver, clock: Clock, max_attemp
                 seed: int = 7) -> Outbox:
     settings = OutboxSettings(retry_initial_s=2.0, retry_max_s=60.0, max_attempts=max_attempts)
     channel = WebhookChannel([WebhookTarget(name="oncall", url=receiver.url, timeout_s=5.0)])
-    return Outbox(Database(tmp_path / "state.sqlite3"), settings, {"webhook": channel}, clock=clock,
+    return Outbox(open_database(tmp_path / "state.sqlite3"), settings, {"webhook": channel}, clock=clock,
                   rng=random.Random(seed))
 
 
@@ -146,3 +146,20 @@ def test_limit_bounds_one_pass(tmp_path: Path, receiver: HttpReceiver) -> None:
         outbox.enqueue(DeliveryRequest(Channel.WEBHOOK, "oncall", f"a{index}", payload(tmp_path, f"{index}.json")))
     assert outbox.deliver_due(limit=2).attempted == 2
     assert outbox.counts_by_state()["pending"] == 3
+
+
+def test_a_claimed_delivery_waits_for_its_lease_unless_its_own_node_restarted(tmp_path: Path) -> None:
+    """Two nodes on one database never send an item at the same time; a node that died
+    mid-pass leaves its items to the others after the lease, or to itself at once."""
+    db = open_database(tmp_path / "state.sqlite3")
+    with db.transaction() as repos:
+        repos.outbox.enqueue(DeliveryRequest(Channel.DICOM, "pacs", "1.2.3", tmp_path / "sr.dcm"), 100.0)
+        (claimed,) = repos.outbox.claim_due(100.0, "node-a", 300.0)  # node-a dies before recording
+        assert repos.outbox.claim_due(150.0, "node-b", 300.0) == []  # node-a's lease holds
+    with db.transaction() as repos:
+        (again,) = repos.outbox.claim_due(160.0, "node-a", 300.0)  # node-a restarted: its own claim
+        assert again.id == claimed.id
+    with db.transaction() as repos:
+        (taken,) = repos.outbox.claim_due(461.0, "node-b", 300.0)  # node-a's lease ran out
+        repos.outbox.mark_delivered(taken.id, 462.0)
+        assert repos.outbox.claim_due(1000.0, "node-a", 300.0) == []  # delivered: nobody sends it again

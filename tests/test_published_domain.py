@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from domain.imaging import CTVolume, HematomaMask
 from inference.published_domain import outside_published_domain
 from inference.tanioka_preprocessing import PUBLISHED_GEOMETRY
+
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
 
 MASK_STATEMENT = ("hematoma mask made automatically by hemex-threshold 1.0.0: the published "
                   "model was trained and tested on masks drawn by experts")

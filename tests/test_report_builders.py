@@ -45,6 +45,9 @@ from domain.prediction import ExpansionPrediction, prediction_unavailable_reason
 from domain.study import StudyIdentity
 from tests.support.sr_reading import sr_numeric_values, sr_texts, walk_content
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 SLICES, ROWS, COLUMNS = 10, 64, 64
 PIXEL_MM, SLICE_MM = 1.0, 5.0
 SETTINGS = ReportSettings()

@@ -69,12 +69,12 @@ def test_bad_birth_dates_still_give_sr_and_seg_in_the_pacs(
         for index, birth_date in enumerate(BAD_BIRTH_DATES):
             result = storescu(node.dicom_port, _phantom_with_birth_date(tmp_path / f"ct{index}", birth_date, index))
             assert result.returncode == 0, result.stderr
-        # SEG, KOS and SR of both studies reach the PACS.
-        wait_until(lambda: len(orthanc.instances()) >= 6, timeout_s=120, interval_s=0.5)
+        # SEG, KOS, key-image capture and SR of both studies reach the PACS.
+        wait_until(lambda: len(orthanc.instances()) >= 8, timeout_s=120, interval_s=0.5)
     finally:
         node.stop()
     objects = [pydicom.dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{i}/file"))) for i in orthanc.instances()]
-    assert sorted(str(ds.Modality) for ds in objects) == ["KO", "KO", "SEG", "SEG", "SR", "SR"]
+    assert sorted(str(ds.Modality) for ds in objects) == ["KO", "KO", "OT", "OT", "SEG", "SEG", "SR", "SR"]
     for ds in objects:
         assert ds.get("PatientBirthDate", "") == ""  # type 2: present, empty
         assert str(ds.PatientID).startswith("TRAUMA-")  # the valid attributes are copied
@@ -82,7 +82,7 @@ def test_bad_birth_dates_still_give_sr_and_seg_in_the_pacs(
     # The audit log says where each object went (the endpoint, not only the destination's name).
     audit = [json.loads(line) for line in (settings.log_dir / "audit.log").read_text().splitlines()]
     delivered = [r for r in audit if r["action"] == "delivered" and r["channel"] == "dicom"]
-    assert len(delivered) == 6
+    assert len(delivered) == 8
     assert {r["endpoint"] for r in delivered} == {f"{orthanc.ae_title}@127.0.0.1:{orthanc.dicom_port}"}
     for handler in logging.getLogger().handlers:
         handler.flush()

@@ -1,4 +1,9 @@
+import pytest
+
 from domain.prediction import ExpansionPrediction, risk_category
+
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
 
 
 def _prediction(p: float, validated: bool) -> ExpansionPrediction:

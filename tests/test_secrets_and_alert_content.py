@@ -39,11 +39,16 @@ def _write(tmp_path: Path, body: str) -> Path:
     f'[alerts.email]\npasword = "{SECRET}"\n',                      # a mistyped key
     f'[alerts.email]\npassword = ["{SECRET}"]\n',                   # a password of the wrong type
     f'[[alerts.webhooks]]\nname = "oncall"\nurl = "https://x.invalid/h"\ntoken = {{ value = "{SECRET}" }}\n',
-    f'[hl7]\nport = "{SECRET}"\n',                                  # any field: the input is never echoed
-], ids=["mistyped-key", "wrong-typed-password", "wrong-typed-token", "wrong-typed-port"])
-def test_a_configuration_error_never_prints_the_value(tmp_path: Path, body: str,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    f'[alerts]\nsmtp_password = "{SECRET}"\n',                     # a key in the wrong table
+    f'HEMEX_ALERTS__EMAIL__PASWORD={SECRET}',                       # a mistyped environment variable
+], ids=["mistyped-key", "wrong-typed-password", "wrong-typed-token", "key-in-the-wrong-table", "mistyped-env"])
+def test_a_configuration_error_never_prints_the_value(tmp_path: Path, body: str, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The probes saw ``input_value='<the password>'`` in the error of a mistyped key."""
+    if body.startswith("HEMEX_"):
+        name, value = body.split("=", 1)
+        monkeypatch.setenv(name, value)
+        body = ""
     assert main(["check-config", "--config", str(_write(tmp_path, body))]) == 2
     captured = capsys.readouterr()
     assert "invalid configuration" in captured.err

@@ -17,11 +17,11 @@ from daemon.audit_log import AuditLog
 from daemon.cli import main
 from daemon.config import LoggingSettings, load_settings
 from daemon.logging_setup import configure_logging
-from daemon.state.database import Database
 from daemon.tls import server_context
 from domain.durable_files import ensure_private_dir, write_atomically
 from domain.errors import ConfigurationError
 from domain.jobs import JobKind
+from tests.support.databases import open_database
 from tests.support.dicom_listener import send, start_receive_listener, tiny_ct
 from tests.support.required_tools import required_tool
 
@@ -48,10 +48,11 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
+@pytest.mark.sqlite_only
 def test_data_dir_database_and_spool_are_private(tmp_path: Path) -> None:
     data = ensure_private_dir(tmp_path / "a" / "data")
     assert _mode(data) == 0o700
-    db = Database(data / "hemex.sqlite3")
+    db = open_database(data / "hemex.sqlite3")
     with db.transaction() as repos:  # a write creates the WAL and shared-memory files
         repos.jobs.enqueue(JobKind.ANALYSE_STUDY, "probe", 0.0, 0.0)
     for name in ("hemex.sqlite3", "hemex.sqlite3-wal", "hemex.sqlite3-shm"):

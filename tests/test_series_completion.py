@@ -1,8 +1,13 @@
 """Series completion decisions, with an injected clock (no sleeps)."""
 
+import pytest
+
 from daemon.assemble.series_completion import decide_completion
 from daemon.config import SeriesCompletionSettings
 from domain.study import SeriesProgress
+
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
 
 SETTINGS = SeriesCompletionSettings(quiet_period_s=30, use_expected_image_count=True)
 

@@ -1,9 +1,13 @@
 """Series selection rules, on header-only datasets built in the test."""
 
+import pytest
 from pydicom.dataset import Dataset
 
 from daemon.analyse.series_selection import SeriesCandidate, select_series
 from daemon.config import SeriesSelectionSettings
+
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
 
 RULES = SeriesSelectionSettings()
 

@@ -26,6 +26,9 @@ from inference.gantry_tilt import gantry_tilt_deg
 from inference.series_to_volume import volume_from_datasets
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 SLICES, ROWS, PIXEL_MM, SLICE_MM = 12, 64, 3.0, 5.0
 
 

@@ -12,6 +12,7 @@ from daemon.receive.instance_store import InstanceStore
 from daemon.state.database import Database
 from domain.jobs import JobKind, JobState
 from domain.study import ReceivedInstance, StudyState
+from tests.support.databases import open_database
 
 
 class Clock:
@@ -28,7 +29,7 @@ def _instance(study: str, series: str, sop: str, expected: int | None = None) ->
 
 
 def _node(db_path: Path, clock: Clock, quiet_s: float) -> tuple[Database, InstanceStore, SeriesTracker]:
-    db = Database(db_path)
+    db = open_database(db_path)
     tracker = SeriesTracker(db, SeriesCompletionSettings(quiet_period_s=quiet_s), clock=clock)
     return db, InstanceStore(db, db_path.parent / "spool", 0, tracker, clock=clock), tracker
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from inference.tanioka_models import (
     PUBLISHED_KERNELS,
@@ -11,6 +12,9 @@ from inference.tanioka_models import (
     build_multimodal_cnn_model2,
 )
 from tests.support.tiny_expansion_model import TINY_SHAPE, tiny_spec
+
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
 
 
 def test_published_cnn_model2_has_34_5_million_parameters() -> None:

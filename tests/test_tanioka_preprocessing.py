@@ -21,6 +21,9 @@ from inference.tanioka_preprocessing import (
     window_hu,
 )
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 
 def phantom(hu: np.ndarray, spacing: tuple[float, float, float], superior_up: bool = True) -> CTVolume:
     """Axial phantom; slice index grows superior (LPS +z) when ``superior_up``."""

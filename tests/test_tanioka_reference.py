@@ -36,6 +36,9 @@ from inference.tanioka_preprocessing import (
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
 from tests.support.tanioka_reference import ReferenceInput, authors_nifti_pair, reference_input
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 # The published field of view (256 mm square, 160 mm slab) on a coarse grid.
 SMALL = TaniokaGeometry(slice_mm=4.0, n_slices=40, pixel_mm=2.0, canvas_px=128, out_px=64)
 ORIENTATIONS = ("LAS", "RAS", "LPS", "RPI", "PIL")

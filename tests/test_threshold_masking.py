@@ -11,7 +11,6 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from pydantic import ValidationError
 
 from daemon.config import load_settings
 from domain.errors import ConfigurationError
@@ -22,6 +21,9 @@ from inference.measurements import abc_diameters_mm, measure_hematoma
 from inference.parameters import ThresholdParameters
 from tests.support.phantoms import HEAD_RADII_MM, SCALP_MM, SKULL_MM, head_hu
 from tests.support.shared_data import shared_data
+
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
 
 ROWS, PIXEL_MM = 256, 0.9
 MASKER = ThresholdMasker(ThresholdParameters())
@@ -145,9 +147,9 @@ def test_methods_are_chosen_by_configuration() -> None:
         create_masker("magic")
     with pytest.raises(ValueError, match="blood_hu_min"):
         ThresholdParameters(blood_hu_min=95.0)
-    with pytest.raises(ValidationError, match="blood_hu_min"):
+    with pytest.raises(ConfigurationError, match="blood_hu_min"):
         load_settings(None, masking={"threshold": {"blood_hu_min": 95.0}})
-    with pytest.raises(ValidationError, match="blood_hu_mn"):
+    with pytest.raises(ConfigurationError, match="blood_hu_mn"):
         load_settings(None, masking={"threshold": {"blood_hu_mn": 45.0}})
 
 

@@ -24,6 +24,9 @@ from inference.training.train import TrainConfig, train
 from inference.weights import load_model_with_card
 from tests.support.tiny_expansion_model import tiny_spec
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -28,6 +28,9 @@ from inference.weights import load_model_with_card
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
 from tests.support.tiny_expansion_model import tiny_spec
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 CLINICAL = {"anticoagulant_use": "no", "systolic_bp_mmhg": "170", "diastolic_bp_mmhg": "95",
             "pt_inr": "1.1", "hours_onset_to_ct": "2.0"}

@@ -17,6 +17,9 @@ from inference.tanioka_models import ModelSpec, build_model
 from inference.weights import _load_into_built, load_model_with_card, save_model_with_card
 from tests.support.tiny_expansion_model import TINY_SHAPE, save_tiny, tiny_card, tiny_spec
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 
 def _inputs() -> list[np.ndarray]:
     rng = np.random.default_rng(3)

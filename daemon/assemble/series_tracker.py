@@ -71,6 +71,12 @@ class SeriesTracker:
             progress = repos.images.progress(series_uid)
             if progress is None:
                 return
+            # Two nodes completing the last two series of one study at once must not each
+            # see the other's still open: the study's row serialises them.
+            repos.studies.lock(progress.study_uid)
+            progress = repos.images.progress(series_uid)
+            if progress is None:
+                return
             now = self._clock()
             decision = decide_completion(progress, now, self._settings)
             if not decision.complete:

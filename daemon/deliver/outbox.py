@@ -71,14 +71,23 @@ class Outbox:
         Seconds since the epoch; injected by tests.
     rng
         Source of the retry jitter; injected by tests.
+    owner, lease_s
+        This node's name and how long a claimed item stays its own (a pass longer than
+        that may see another node send the item too: keep it above the slowest pass).
     """
 
     def __init__(self, db: Database, settings: OutboxSettings,
                  channels: Mapping[str, DeliveryChannel | SingleItemChannel], audit: AuditLog | None = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 owner: str = "node", lease_s: float = 300.0,
                  endpoints: Mapping[tuple[str, str], str] | None = None) -> None:
         self._db = db
         self._settings = settings
+        # Items a pass claims carry this node's name and a lease, so that another node
+        # sharing the database neither sends them at the same time nor loses them when
+        # this one dies mid-pass.
+        self._owner = owner
+        self._lease_s = lease_s
         self._channels = {name: as_batch_channel(channel) for name, channel in channels.items()}
         self._audit = audit
         # (channel, destination name) -> where it really went, for the audit log: the
@@ -103,8 +112,8 @@ class Outbox:
         """Send every pending item whose time has come (at most ``limit``), once each."""
         result = DeliveryPassResult()
         with self._pass_lock:
-            with self._db.reading() as repos:
-                due = repos.outbox.due(self._clock(), limit)
+            with self._db.transaction() as repos:
+                due = repos.outbox.claim_due(self._clock(), self._owner, self._lease_s, limit)
             groups: dict[tuple[str, str], list[Delivery]] = {}
             for item in due:
                 groups.setdefault((item.channel, item.destination), []).append(item)

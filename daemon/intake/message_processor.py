@@ -150,8 +150,12 @@ class MessageProcessor:
         content = extract_content(checked)
         now = self._clock()
         with self._db.transaction() as repos:
+            if not repos.hl7_messages.mark_processed(message_id, now):
+                return None  # another node applied it first
+            # Patients and identifiers are looked up then created: one message at a time
+            # across every node sharing the database, or one patient could become two.
+            repos.clinical.serialise_changes()
             applied = apply_message(repos, message_id, checked.purpose, content, self._local_code_map, now)
-            repos.hl7_messages.mark_processed(message_id, now)
             if applied.patient_key is not None:
                 repos.jobs.enqueue(JobKind.CLINICAL_UPDATE, str(applied.patient_key), now, now)
         log.info("hl7 message applied message=%d type=%s observations=%d rejected=%d", message_id,

@@ -62,4 +62,9 @@ class MessageStore:
             except BaseException:
                 path.unlink(missing_ok=True)
                 raise
+            if message_id is None:  # another node recorded it between the check and here
+                path.unlink(missing_ok=True)
+                known = repos.hl7_messages.find(header.sender, header.control_id)
+                assert known is not None
+                return StoredMessage(known, duplicate=True)
         return StoredMessage(message_id, duplicate=False)

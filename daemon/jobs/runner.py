@@ -38,13 +38,24 @@ _REASON_CHARS = 500
 
 
 class JobRunner:
-    """Claims due jobs and runs their kind's handler, one at a time."""
+    """Claims due jobs and runs their kind's handler, one at a time.
+
+    Parameters
+    ----------
+    owner
+        This node's name: the jobs it claims carry it with a lease of ``lease_s``,
+        renewed while a job runs, so another node on the same database takes a job over
+        only when this node stopped renewing it (it died).
+    """
 
     def __init__(self, db: Database, handlers: Mapping[JobKind, JobHandler], wakeup: Wakeup | None = None,
-                 idle_poll_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+                 owner: str = "node", lease_s: float = 60.0, idle_poll_s: float = 1.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self._db = db
         self._handlers = dict(handlers)
         self._wakeup = wakeup or Wakeup()
+        self._owner = owner
+        self._lease_s = lease_s
         self._idle_poll_s = idle_poll_s
         self._clock = clock
         self._stop = threading.Event()
@@ -61,16 +72,16 @@ class JobRunner:
             self._thread.join(timeout_s)
 
     def resume_interrupted(self) -> int:
-        """After a crash: jobs left running run again. Returns how many."""
+        """After a crash: jobs this node left running run again. Returns how many."""
         with self._db.transaction() as repos:
-            return repos.jobs.resume_interrupted(self._clock())
+            return repos.jobs.resume_interrupted(self._owner, self._clock())
 
     def run_pending(self) -> int:
         """Run every due job now (used by the loop and by tests). Returns how many ran."""
         count = 0
         while not self._stop.is_set():
             with self._db.transaction() as repos:
-                job = repos.jobs.claim_next(self._clock(), tuple(self._handlers))
+                job = repos.jobs.claim_next(self._clock(), self._owner, self._lease_s, tuple(self._handlers))
             if job is None:
                 return count
             self._run(job)
@@ -85,7 +96,8 @@ class JobRunner:
     def _run(self, job: Job) -> None:
         handler = self._handlers[job.kind]
         try:
-            again_in = handler(job.key)
+            with _LeaseKeeper(self._db, job, self._owner, self._lease_s, self._clock):
+                again_in = handler(job.key)
         except HemexError as exc:
             log.warning("job failed kind=%s job=%d reason=%s", job.kind.value, job.id, exc)
             self._fail(job, exc, retry_at=None)
@@ -95,7 +107,9 @@ class JobRunner:
             self._fail(job, exc, retry_at=retry)
         else:
             with self._db.transaction() as repos:
-                repos.jobs.finish(job, self._clock())
+                if not repos.jobs.finish(job, self._owner, self._clock()):
+                    log.warning("job lease lost kind=%s job=%d: another node took it over", job.kind.value, job.id)
+                    return
                 if again_in is not None:
                     now = self._clock()
                     repos.jobs.enqueue(job.kind, job.key, now + again_in, now)
@@ -106,10 +120,34 @@ class JobRunner:
         reason = reason[:_REASON_CHARS]
         state = None
         with self._db.transaction() as repos:
-            final = repos.jobs.fail(job, reason, self._clock(), retry_at)
+            final = repos.jobs.fail(job, self._owner, reason, self._clock(), retry_at)
             if final and job.kind in STUDY_JOBS and repos.studies.find(job.key) is not None:
                 event = StudyEvent.NO_SERIES if isinstance(exc, NoAnalysableSeriesError) else StudyEvent.FAILED
                 state = repos.studies.record_event(job.key, event, self._clock(), reason)
         if state is not None:
             log.error("study not analysed study=%s job=%s state=%s reason=%s", study_handle(job.key),
                       job.kind.value, state.value, reason)
+
+
+class _LeaseKeeper:
+    """Renews a running job's lease every third of its length until the job ends."""
+
+    def __init__(self, db: Database, job: Job, owner: str, lease_s: float, clock: Callable[[], float]) -> None:
+        self._db, self._job, self._owner, self._lease_s, self._clock = db, job, owner, lease_s, clock
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="hemex-job-lease", daemon=True)
+
+    def __enter__(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        while not self._done.wait(self._lease_s / 3):
+            with self._db.transaction() as repos:
+                kept = repos.jobs.renew(self._job, self._owner, self._clock() + self._lease_s)
+            if not kept:
+                log.warning("job lease lost kind=%s job=%d", self._job.kind.value, self._job.id)
+                return

@@ -1,4 +1,4 @@
-"""Node state as Prometheus metrics, and a health check, on one small HTTP server.
+"""Node state as Prometheus metrics, and a health check, on the node's HTTP server.
 
 ``GET /metrics`` serves the Prometheus text format (OpenMetrics when asked), which
 Prometheus, Zabbix, Grafana Agent and Nagios plugins all scrape. Every figure is read
@@ -16,21 +16,23 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from flask import Blueprint, Response, request
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
-from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.wrappers.response import Response as BaseResponse
 
-from daemon.config import MetricsSettings, Settings
 from daemon.retention.purge import RETENTION_TASK
 from daemon.state.database import Database
 from daemon.state.monitoring_repository import NodeFigures
@@ -46,11 +48,6 @@ STUDY_STATES: tuple[str, ...] = tuple(state.value for state in StudyState)
 SERIES_STATES: tuple[str, ...] = ("receiving", "complete")
 JOB_STATES: tuple[str, ...] = ("pending", "running", "done", "failed")
 OUTBOX_STATES: tuple[str, ...] = ("pending", "delivered", "dead")
-
-# A scraper that stops reading must not hold a server thread for ever.
-REQUEST_TIMEOUT_S = 10.0
-
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
 class NodeStateCollector(Collector):
@@ -101,6 +98,9 @@ class NodeStateCollector(Collector):
         families["hemex_data_dir_free_bytes"].add_metric([], shutil.disk_usage(self._data_dir).free)
         families["hemex_dicom_min_free_disk_bytes"].add_metric([], self._min_free_disk_bytes)
         families["hemex_node"].add_metric([], {"version": __version__})
+        timing = self._db.statement_time
+        families["hemex_database_statements"].add_metric([], timing.statements)
+        families["hemex_database_statement_seconds"].add_metric([], timing.seconds)
         return families.values()
 
     @staticmethod
@@ -131,6 +131,10 @@ class NodeStateCollector(Collector):
         families: dict[str, Any] = {name: GaugeMetricFamily(name, doc, labels=labels)
                                     for name, (doc, labels) in gauges.items()}
         families["hemex_node"] = InfoMetricFamily("hemex_node", "The running hemex version.")
+        families["hemex_database_statements"] = CounterMetricFamily(
+            "hemex_database_statements", "SQL statements this node ran since it started.")
+        families["hemex_database_statement_seconds"] = CounterMetricFamily(
+            "hemex_database_statement_seconds", "Seconds this node spent in SQL statements since it started.")
         return families
 
     @staticmethod
@@ -190,117 +194,42 @@ def health(db: Database, listener_alive: Callable[[], bool], data_dir: Path,
     return healthy, details
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    # A scrape in progress must not keep the node from exiting.
-    daemon_threads = True
-
-
-class _ThreadingWSGIServer6(_ThreadingWSGIServer):
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    timeout = REQUEST_TIMEOUT_S
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Scrapes come every few seconds: an access line each would drown the log.
-        log.debug("metrics request peer=%s line=%r", self.client_address[0], args[0] if args else "")
-
-
-class MetricsServer:
-    """``/metrics`` and ``/healthz`` over HTTP, in a background thread.
+def metrics_blueprint(db: Database, data_dir: Path, min_free_disk_bytes: int,
+                      listener_alive: Callable[[], bool]) -> Blueprint:
+    """``/metrics`` and ``/healthz`` as routes of the node's HTTP server (no login: a
+    scraper and a health check must reach them; they carry no PHI).
 
     Parameters
     ----------
-    settings
-        Host and port (port 0 = any free port; see ``port``).
     db
         The node database.
     data_dir
-        The node's data directory.
+        The node's data directory (its free space is exported).
     min_free_disk_bytes
         The DICOM listener's free-space floor, exported beside the free space.
     listener_alive
         True while the DICOM listener accepts associations.
     """
+    # A registry of our own, not the global one: several nodes in one process (tests)
+    # each export their own state.
+    registry = CollectorRegistry()
+    registry.register(NodeStateCollector(db, data_dir, min_free_disk_bytes))
+    ProcessCollector(registry=registry)  # memory, CPU, open files of the node
+    # prometheus_client's own WSGI app: content negotiation (OpenMetrics), gzip, name[] filters.
+    exporter = make_wsgi_app(registry)
+    blueprint = Blueprint("metrics", __name__)
 
-    def __init__(self, settings: MetricsSettings, db: Database, data_dir: Path, min_free_disk_bytes: int,
-                 listener_alive: Callable[[], bool]) -> None:
-        self._settings = settings
-        self._db = db
-        self._listener_alive = listener_alive
-        self._data_dir = Path(data_dir)
-        self._min_free_disk_bytes = min_free_disk_bytes
-        # A registry of our own, not the global one: several nodes in one process
-        # (tests) each export their own state.
-        self.registry = CollectorRegistry()
-        self.registry.register(NodeStateCollector(db, data_dir, min_free_disk_bytes))
-        ProcessCollector(registry=self.registry)  # memory, CPU, open files of the node
-        self._metrics_app = make_wsgi_app(self.registry)
-        self._server: _ThreadingWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+    @blueprint.get("/healthz")
+    def healthz() -> Response:
+        healthy, details = health(db, listener_alive, data_dir, min_free_disk_bytes)
+        return Response(json.dumps(details), status=200 if healthy else 503, mimetype="application/json")
 
-    @property
-    def port(self) -> int:
-        """The bound TCP port."""
-        assert self._server is not None, "metrics server not started"
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        """Bind and serve in a daemon thread; OSError when the port is taken."""
-        server_class = _ThreadingWSGIServer6 if ":" in self._settings.host else _ThreadingWSGIServer
-        self._server = make_server(self._settings.host, self._settings.port, self._app,
-                                   server_class=server_class, handler_class=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
-        self._thread.start()
-        log.info("metrics endpoint host=%s port=%d paths=/metrics,/healthz", self._settings.host, self.port)
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=REQUEST_TIMEOUT_S)
-
-    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == "/healthz":
-            healthy, details = health(self._db, self._listener_alive, self._data_dir, self._min_free_disk_bytes)
-            return _respond(start_response, "200 OK" if healthy else "503 Service Unavailable",
-                            "application/json", json.dumps(details).encode())
-        if path != "/metrics":
-            return _respond(start_response, "404 Not Found", "text/plain", b"see /metrics and /healthz\n")
+    @blueprint.get("/metrics")
+    def metrics() -> BaseResponse:
         try:
-            return list(self._metrics_app(environ, start_response))
+            return Response.from_app(exporter, request.environ, buffered=True)
         except SQLAlchemyError as exc:
             log.error("metrics scrape failed reason=%s", type(exc).__name__)
-            return _respond(start_response, "503 Service Unavailable", "text/plain",
-                            b"node database unreadable\n")
+            return Response("node database unreadable\n", status=503, mimetype="text/plain")
 
-
-def start_metrics_server(settings: Settings, db: Database,
-                         listener_alive: Callable[[], bool]) -> MetricsServer | None:
-    """The node's running metrics server, or None when disabled or its port is taken.
-
-    A port that cannot be bound is logged as an error and the node runs on without
-    metrics: monitoring must never keep CT from being received, and the scraper sees
-    the target down.
-    """
-    if not settings.metrics.enabled:
-        return None
-    server = MetricsServer(settings.metrics, db, settings.data_dir,
-                           settings.dicom.min_free_disk_mb * 1024 * 1024, listener_alive)
-    try:
-        server.start()
-    except OSError as exc:
-        log.error("metrics endpoint not started host=%s port=%d reason=%s", settings.metrics.host,
-                  settings.metrics.port, exc.strerror or type(exc).__name__)
-        return None
-    return server
-
-
-def _respond(start_response: StartResponse, status: str, content_type: str, body: bytes) -> list[bytes]:
-    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
-    return [body]
+    return blueprint

@@ -22,10 +22,10 @@ def open_database(settings: Settings) -> Database:
     FileNotFoundError
         No node database at the configured place (the message says where it looked).
     """
-    if not settings.database_path.exists():
+    if settings.database.url is None and not settings.database_path.exists():
         raise FileNotFoundError(f"no node database at {settings.database_path.resolve()}"
                                 " (run from the node's folder or give --config / --data-dir)")
-    return Database(settings.database_path)
+    return Database.for_settings(settings)
 
 
 def node_status(settings: Settings) -> dict[str, Any]:

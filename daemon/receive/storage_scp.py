@@ -2,6 +2,14 @@
 
 The handlers only decode the header, persist, and return a status; all analysis
 happens later, elsewhere (STYLE.md practice 1).
+
+Who may do what: any calling AE title may associate and C-ECHO, because a PACS or
+network administrator checks a route with ``echoscu`` from whatever AE title their tool
+has; only the AE titles in ``dicom.allowed_calling_ae_titles`` may store. A C-STORE from
+any other is refused with 0x0124 (Refused: Not Authorised), logged with the setting to
+change and recorded in the audit log. pynetdicom's ``require_calling_aet`` would reject
+the whole association instead, so an echo from an unlisted AE would fail for a reason
+its user cannot see.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ log = logging.getLogger(__name__)
 
 # C-STORE statuses (PS3.4 Annex B.2.3)
 STATUS_SUCCESS = 0x0000
+STATUS_NOT_AUTHORISED = 0x0124  # general DIMSE status, PS3.7 Annex C
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
@@ -99,9 +108,47 @@ class ReceivedObject:
         return self.path.stat().st_size - self.offset
 
 
+def may_store(calling_ae: str, settings: DicomListenerSettings) -> bool:
+    """Whether ``calling_ae`` may C-STORE (an empty allow-list lets every AE title store)."""
+    allowed = settings.allowed_calling_ae_titles
+    return not allowed or calling_ae.strip() in {title.strip() for title in allowed}
+
+
+def called_ae_title(event: Event) -> str:
+    """The AE title the peer called, from its A-ASSOCIATE request."""
+    return str(getattr(event.assoc.requestor.primitive, "called_ae_title", "") or "").strip()
+
+
+def store_refusal(calling_ae: str, called_ae: str, settings: DicomListenerSettings) -> str | None:
+    """Why this association may not C-STORE (the reason names the setting), or None.
+
+    Any AE title may associate and C-ECHO (a scanner's "verify" button works before it is
+    configured); images need a calling AE title on the allow-list, sent to this
+    listener's own AE title.
+    """
+    if not may_store(calling_ae, settings):
+        return "calling AE title not in dicom.allowed_calling_ae_titles"
+    if settings.require_called_ae_title and called_ae != settings.ae_title.strip():
+        return "called AE title is not dicom.ae_title (dicom.require_called_ae_title)"
+    return None
+
+
 def handle_store(event: Event, store: InstanceStore, settings: DicomListenerSettings, audit: AuditLog) -> int:
-    """EVT_C_STORE: spool the instance durably, then return its status (``receive_instance``)."""
+    """EVT_C_STORE: spool the instance durably, then return its status (``receive_instance``).
+
+    0x0124 (Refused: Not Authorised) when the calling AE title may not store or the
+    peer called another AE title (``store_refusal``), before anything is decoded.
+    """
     requestor = event.assoc.requestor
+    called = called_ae_title(event)
+    refusal = store_refusal(requestor.ae_title, called, settings)
+    if refusal is not None:
+        peer = f"{requestor.address}:{requestor.port}"
+        log.warning("c-store refused calling_ae=%s called_ae=%s peer=%s reason=%s status=0x0124",
+                    requestor.ae_title, called, requestor.address, refusal)
+        audit.record("dicom-store-refused", calling_ae=requestor.ae_title, called_ae=called, peer=peer,
+                     reason=refusal, sop_instance_uid=str(getattr(event.request, "AffectedSOPInstanceUID", "")))
+        return STATUS_NOT_AUTHORISED
     path = Path(event.dataset_path)
     _, offset = split_dataset(path)
     received = ReceivedObject(
@@ -207,11 +254,6 @@ def handle_echo(event: Event) -> int:
     return STATUS_SUCCESS
 
 
-def _log_accepted(event: Event) -> None:
-    requestor = event.assoc.requestor
-    log.info("association accepted calling_ae=%s peer=%s", requestor.ae_title, requestor.address)
-
-
 # (result source, diagnostic) of pynetdicom's A-ASSOCIATE-RJ -> (reason, the setting behind it)
 _REJECTIONS: dict[tuple[int | None, int | None], tuple[str, str | None]] = {
     (0x01, 0x03): ("calling AE title not allowed", "dicom.allowed_calling_ae_titles"),
@@ -266,16 +308,28 @@ class AssociationRecorder:
                            calling_ae=requestor.ae_title, reason="A-ABORT or connection lost")
 
 
+def _log_accepted(event: Event, settings: DicomListenerSettings) -> None:
+    requestor = event.assoc.requestor
+    refusal = store_refusal(requestor.ae_title, called_ae_title(event), settings)
+    if refusal is None:
+        log.info("association accepted calling_ae=%s peer=%s", requestor.ae_title, requestor.address)
+        return
+    log.info("association accepted calling_ae=%s called_ae=%s peer=%s for C-ECHO only: its C-STORE is refused"
+             " (0x0124): %s", requestor.ae_title, called_ae_title(event), requestor.address, refusal)
+
+
 def build_application_entity(settings: DicomListenerSettings) -> AE:
-    """The listener's AE: CT (and Enhanced CT) storage, Verification, timeouts, allow-lists."""
+    """The listener's AE: CT (and Enhanced CT) storage, Verification, timeouts."""
     ae = AE(ae_title=settings.ae_title)
     ae.acse_timeout = settings.acse_timeout_s
     ae.dimse_timeout = settings.dimse_timeout_s
     ae.network_timeout = settings.network_timeout_s
     ae.maximum_pdu_size = settings.maximum_pdu_size
-    ae.require_calling_aet = list(settings.allowed_calling_ae_titles)
-    ae.require_called_aet = settings.require_called_ae_title
-    ae.maximum_associations = settings.max_associations
+    # Every calling AE title may associate and echo, whatever AE title it calls; C-STORE
+    # checks the allow-list and the called AE title (store_refusal).
+    # The association server counts connections itself, more exactly (budgets per peer);
+    # pynetdicom's own count also includes threads of connections already closed.
+    ae.maximum_associations = settings.max_associations * 4
     for sop_class in sorted(CT_STORAGE_SOP_CLASSES):
         ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
@@ -297,7 +351,7 @@ def start_listener(settings: DicomListenerSettings, store: InstanceStore,
     handlers: list[evt.EventHandlerType] = [
         (evt.EVT_C_STORE, partial(handle_store, store=store, settings=settings, audit=audit)),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_ACCEPTED, _log_accepted),
+        (evt.EVT_ACCEPTED, partial(_log_accepted, settings=settings)),
         (evt.EVT_REJECTED, recorder.rejected),
         (evt.EVT_ABORTED, recorder.aborted),
     ]
@@ -310,8 +364,9 @@ def start_listener(settings: DicomListenerSettings, store: InstanceStore,
     server = start_association_server(ae, (settings.host, settings.port), context, handlers, budget, limits,
                                       recorder.refusal)
     tls = "off" if context is None else ("mutual" if settings.tls_client_ca else "server")
-    log.info("dicom listener ae_title=%s port=%d tls=%s allowed_calling_ae=%s require_called_ae=%s"
+    log.info("dicom listener ae_title=%s port=%d tls=%s c-echo=any calling AE c-store=%s require_called_ae=%s"
              " max_associations=%d per_peer=%d max_pdu=%d", settings.ae_title, server.server_address[1], tls,
-             ",".join(settings.allowed_calling_ae_titles), settings.require_called_ae_title,
-             settings.max_associations, settings.max_associations_per_peer, settings.maximum_pdu_size)
+             ",".join(settings.allowed_calling_ae_titles) or "any calling AE (allow-list empty)",
+             settings.require_called_ae_title, settings.max_associations, settings.max_associations_per_peer,
+             settings.maximum_pdu_size)
     return server

@@ -13,7 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon.config import AlertSettings
-from daemon.report.alert_message import build_alert_payload, build_email, payload_json
+from daemon.report.alert_message import (
+    build_alert_payload,
+    build_email,
+    key_image_field,
+    payload_json,
+)
 from daemon.report.alert_rules import decide_alert
 from domain.analysis import StudyAnalysis
 from domain.durable_files import ensure_private_dir, write_atomically
@@ -30,9 +35,14 @@ def alert_paths(results_dir: Path, handle: str, alert_key: str) -> tuple[Path, P
 
 
 def prepare_alert(analysis: StudyAnalysis, settings: AlertSettings, results_dir: Path,
-                  already_raised: Callable[[str], bool]) -> AlertFiles | None:
+                  already_raised: Callable[[str], bool], key_image_png: bytes | None = None) -> AlertFiles | None:
     """The alert ``analysis`` raises, written to disk, or None (no rule fired, or its key
-    was raised for the study before: ``already_raised(key)``)."""
+    was raised for the study before: ``already_raised(key)``).
+
+    ``key_image_png`` (the key image, no PHI burned in) goes with the alert when
+    ``alerts.attach_key_image`` is on: base64 in the webhook payload's ``key_image``, an
+    attachment of the e-mail.
+    """
     decision = decide_alert(analysis, settings)
     handle = analysis.identity.handle
     if decision is None:
@@ -42,10 +52,13 @@ def prepare_alert(analysis: StudyAnalysis, settings: AlertSettings, results_dir:
         log.info("alert already sent study=%s key=%s", handle, decision.key)
         return None
     payload = build_alert_payload(analysis, decision, identifiers=settings.include_identifiers)
+    attachment = key_image_png if settings.attach_key_image else None
+    if attachment is not None:
+        payload["key_image"] = key_image_field(attachment)
     json_path, email_path = alert_paths(results_dir, handle, decision.key)
     ensure_private_dir(json_path.parent)
     write_atomically(json_path, payload_json(payload))
     email_wanted = settings.email.enabled and bool(settings.email.recipients)
     if email_wanted:
-        write_atomically(email_path, build_email(payload))
+        write_atomically(email_path, build_email(payload, key_image_png=attachment))
     return AlertFiles(decision.key, decision.reasons, json_path, email_path if email_wanted else None)

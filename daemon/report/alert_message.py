@@ -12,6 +12,7 @@ labelled so, in words, every time it appears.
 
 from __future__ import annotations
 
+import base64
 import email.message
 import email.policy
 import email.utils
@@ -165,10 +166,22 @@ def email_body(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_email(payload: dict[str, Any]) -> bytes:
-    """The stored message (Subject, Message-ID, body); the channel adds From/To/Date."""
+KEY_IMAGE_FILE_NAME = "hemex-key-image.png"
+
+
+def key_image_field(png: bytes) -> dict[str, str]:
+    """The webhook payload's ``key_image``: the PNG, base64, with its media type."""
+    return {"media_type": "image/png", "file_name": KEY_IMAGE_FILE_NAME,
+            "base64": base64.b64encode(png).decode("ascii")}
+
+
+def build_email(payload: dict[str, Any], key_image_png: bytes | None = None) -> bytes:
+    """The stored message (Subject, Message-ID, body, the key image attached when given);
+    the channel adds From/To/Date."""
     message = email.message.EmailMessage(policy=email.policy.SMTP)
     message["Subject"] = email_subject(payload)
     message["Message-ID"] = email.utils.make_msgid(domain="hemex.invalid")
     message.set_content(email_body(payload))
+    if key_image_png is not None:
+        message.add_attachment(key_image_png, maintype="image", subtype="png", filename=KEY_IMAGE_FILE_NAME)
     return message.as_bytes()

@@ -3,8 +3,9 @@
 Input: the study's newest analysis without a report (``analyses`` row, mask.npz), the
 headers of its series, the study's previous result (the new SR names it as predecessor;
 a final report reuses the preliminary report's SEG).
-Output: in the analysis' result folder, the SEG, key-image KOS and SR (read back and
-validated), mask.nii.gz, summary.json, the outbound ORU and the alert files; the
+Output: in the analysis' result folder, the SEG, key-image KOS, key-image Secondary
+Capture and SR (read back and validated), key-image.png (the capture's picture, also
+attached to the alert), mask.nii.gz, summary.json, the outbound ORU and the alert files; the
 ``ReportBundle`` on the analysis row and a queued ``dispatch_report`` job, committed
 together. A crash before that commit leaves only files; the job runs again and builds
 new ones (new SOP Instance UIDs, nothing was sent yet).
@@ -16,17 +17,20 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
 from daemon.config import Settings
 from daemon.jobs.wakeup import Wakeup
 from daemon.report.alert_files import prepare_alert
-from daemon.report.key_image_builder import build_key_images
+from daemon.report.key_image_builder import build_key_images, largest_area_slice
+from daemon.report.key_image_capture import build_key_image_capture, patient_orientation
+from daemon.report.key_image_picture import key_image_captions, png_bytes, render_key_image
 from daemon.report.oru_builder import ORU_FILE_NAME, build_oru_r01, oru_control_id
 from daemon.report.seg_builder import build_segmentation
 from daemon.report.source_attributes import sanitised_source_headers, with_valid_identity
@@ -39,13 +43,27 @@ from daemon.state.result_repository import StoredResult
 from domain.analysis import AnalysisRecord
 from domain.clinical import PREDICTOR_VARIABLES
 from domain.durable_files import write_atomically
+from domain.errors import ReportBuildError, UnsupportedSeriesError
 from domain.handles import study_handle
 from domain.imaging import HematomaMask, VolumeGeometry
 from domain.jobs import JobKind
 from domain.report import AlertFiles, ReportBundle, ReportObject
 from inference.nifti_io import gzipped, mask_to_nifti
+from inference.series_to_volume import slice_hu
 
 log = logging.getLogger(__name__)
+
+KEY_IMAGE_PNG = "key-image.png"
+
+
+@dataclass(frozen=True)
+class KeyImage:
+    """The rendered key image and the CT slice it shows."""
+
+    picture: np.ndarray  # RGB uint8
+    source: Dataset  # the slice's image, with pixels
+    frame_number: int | None  # the frame of a multi-frame image
+    orientation: tuple[str, str]
 
 
 class ReportStage:
@@ -82,7 +100,9 @@ class ReportStage:
         headers = sanitised_source_headers(headers, record.analysis.identity.handle)
         record = replace(record, analysis=replace(record.analysis,
                                                   identity=with_valid_identity(record.analysis.identity)))
-        bundle = self._build(record, headers, geometry, mask, previous, timer)
+        with timer.stage("key_image"):
+            key_image = self._key_image(record, paths, headers, geometry, mask)
+        bundle = self._build(record, headers, geometry, mask, previous, timer, key_image)
         with self._db.transaction() as repos:
             repos.analyses.attach_bundle(record.input_key, bundle)
             now = self._clock()
@@ -92,8 +112,35 @@ class ReportStage:
         if self._wakeup is not None:
             self._wakeup.notify()
 
+    def _key_image(self, record: AnalysisRecord, paths: list[Path], headers: list[Dataset],
+                   geometry: VolumeGeometry, mask: HematomaMask) -> KeyImage | None:
+        """The picture of the largest-hematoma slice, or None (empty mask, or turned off).
+
+        Only that slice's pixels are read, from its spool file.
+        """
+        index = largest_area_slice(mask)
+        if index is None or not self._settings.report.send_key_image_capture:
+            return None
+        uid = geometry.sop_instance_uids[index]
+        position = next((i for i, ds in enumerate(headers) if str(ds.SOPInstanceUID) == uid), None)
+        if position is None:
+            raise ReportBuildError("the key image's source CT slice is missing")
+        # The Secondary Capture copies its patient and study attributes from this slice.
+        (source,) = sanitised_source_headers([pydicom.dcmread(paths[position])], record.analysis.identity.handle)
+        frame = geometry.source_frames[index] if geometry.source_frames else 1
+        try:
+            hu = slice_hu(source, frame)
+        except UnsupportedSeriesError as exc:
+            raise ReportBuildError(f"the key slice cannot be read: {exc}") from exc
+        captions = key_image_captions(record.analysis, index + 1, geometry.shape[0])
+        orientation = patient_orientation(source, frame)
+        picture = render_key_image(hu, mask.mask[index], captions, orientation)
+        multi_frame = int(source.get("NumberOfFrames", 1) or 1) > 1
+        return KeyImage(picture, source, frame if multi_frame else None, orientation)
+
     def _build(self, record: AnalysisRecord, headers: list[Dataset], geometry: VolumeGeometry,
-               mask: HematomaMask, previous: StoredResult | None, timer: StageTimer) -> ReportBundle:
+               mask: HematomaMask, previous: StoredResult | None, timer: StageTimer,
+               key_image: KeyImage | None) -> ReportBundle:
         analysis, settings, folder = record.analysis, self._settings, record.folder
         reused_seg = None
         if record.reuses_earlier_mask and previous is not None and previous.seg_path is not None:
@@ -107,12 +154,21 @@ class ReportStage:
             key_images = None
             if reused_seg is None and settings.report.send_key_images:
                 key_images = build_key_images(analysis, headers, geometry, mask, settings.report)
+            capture = None
+            if key_image is not None:
+                instance_number = int(predecessor.InstanceNumber) + 1 if predecessor is not None else 1
+                capture = build_key_image_capture(key_image.picture, key_image.source, analysis, settings.report,
+                                                  instance_number=instance_number,
+                                                  frame_number=key_image.frame_number,
+                                                  orientation=key_image.orientation)
         # Sent in this order: what the SR references reaches PACS before the SR.
         built: list[tuple[str, str, Dataset]] = []
         if reused_seg is None:
             built.append(("seg.dcm", "SEG", segmentation))
         if key_images is not None:
             built.append(("key-images.dcm", "KO", key_images))
+        if capture is not None:
+            built.append(("key-image-capture.dcm", "OT", capture))
         built.append(("sr.dcm", "SR", sr))
         if settings.report.validate_with_dicom3tools:
             with timer.stage("validate"):
@@ -127,9 +183,13 @@ class ReportStage:
                 reused = (ReportObject("seg.dcm", "SEG", str(reused_seg.SOPInstanceUID), previous.seg_path),)
             else:
                 write_atomically(folder / "mask.nii.gz", gzipped(mask_to_nifti(geometry, mask)))
+            png = png_bytes(key_image.picture) if key_image is not None else None
+            if png is not None:
+                write_atomically(folder / KEY_IMAGE_PNG, png)
             oru_path, control_id = self._write_oru(record, folder)
-            alert = self._write_alert(record)
+            alert = self._write_alert(record, png)
             summary = _summary(record, mask, {**analysis.stage_seconds, **timer.seconds})
+            summary["key_image_png"] = KEY_IMAGE_PNG if png is not None else None
             write_atomically(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
         return ReportBundle(study_uid=record.study_uid, input_key=record.input_key, completion=analysis.completion,
                             risk_category=analysis.risk_category, folder=folder, objects=tuple(objects),
@@ -144,13 +204,14 @@ class ReportStage:
         write_atomically(folder / ORU_FILE_NAME, message)
         return folder / ORU_FILE_NAME, oru_control_id(message)
 
-    def _write_alert(self, record: AnalysisRecord) -> AlertFiles | None:
+    def _write_alert(self, record: AnalysisRecord, key_image_png: bytes | None) -> AlertFiles | None:
         """The alert the rules raise (not yet raised for the study), written to disk."""
         def raised(key: str) -> bool:
             with self._db.reading() as repos:
                 return repos.alerts.raised(record.study_uid, key)
 
-        return prepare_alert(record.analysis, self._settings.alerts, self._settings.results_dir, raised)
+        return prepare_alert(record.analysis, self._settings.alerts, self._settings.results_dir, raised,
+                             key_image_png=key_image_png)
 
 
 def _summary(record: AnalysisRecord, mask: HematomaMask, stage_seconds: dict[str, float]) -> dict[str, Any]:

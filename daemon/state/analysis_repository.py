@@ -3,6 +3,7 @@ handed from the report stage to dispatch (``analyses`` table)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import Connection, Row, text
@@ -17,6 +18,9 @@ def _record(row: Row) -> AnalysisRecord:
                           folder=Path(row.folder), analysis=from_json(StudyAnalysis, row.analysis_json),
                           created_at=row.created_at,
                           mask_folder=Path(row.mask_folder) if row.mask_folder else None)
+
+
+_BATCH = 400  # bound parameters per query, well under SQLite's limit
 
 
 class AnalysisRepository:
@@ -41,6 +45,18 @@ class AnalysisRepository:
         row = self._conn.execute(text("SELECT * FROM analyses WHERE input_key = :key"),
                                  {"key": input_key}).first()
         return None if row is None else _record(row)
+
+    def latest_of(self, study_uids: Sequence[str]) -> dict[str, AnalysisRecord]:
+        """The newest analysis of each of ``study_uids`` that has one (the console)."""
+        found: dict[str, AnalysisRecord] = {}
+        for start in range(0, len(study_uids), _BATCH):
+            batch = list(study_uids[start:start + _BATCH])
+            marks = ", ".join(f":u{i}" for i in range(len(batch)))
+            rows = self._conn.execute(text(
+                f"SELECT * FROM analyses WHERE id IN (SELECT MAX(id) FROM analyses WHERE study_uid IN ({marks})"
+                " GROUP BY study_uid)"), {f"u{i}": uid for i, uid in enumerate(batch)})
+            found.update({row.study_uid: _record(row) for row in rows})
+        return found
 
     def latest_unreported(self, study_uid: str) -> AnalysisRecord | None:
         """The newest analysis of the study that has no built report yet."""

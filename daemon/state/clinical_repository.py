@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, text
 
+from daemon.state.locking import on_postgresql
 from domain.clinical import (
     Demographics,
     Observation,
@@ -20,12 +21,20 @@ from domain.clinical import (
     identifier_matches,
 )
 
+_CLINICAL_LOCK = 0x68656D6F63  # an advisory lock key of the node's own
+
 
 class ClinicalRepository:
     """The clinical tables."""
 
     def __init__(self, connection: Connection) -> None:
         self._conn = connection
+
+    def serialise_changes(self) -> None:
+        """Hold the clinical tables' change lock until the transaction ends (PostgreSQL;
+        SQLite write transactions are exclusive already)."""
+        if on_postgresql(self._conn):
+            self._conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CLINICAL_LOCK})
 
     # --- patients and identifiers --------------------------------------------------------
     def key_of(self, ident: PatientIdentifier) -> int | None:

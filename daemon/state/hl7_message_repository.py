@@ -51,13 +51,16 @@ class Hl7MessageRepository:
         return [int(row.id) for row in rows]
 
     def add(self, sender: str, control_id: str, message_type: str, version: str, path: Path,
-            size_bytes: int, now: float) -> int:
-        """Record a stored message; returns its id."""
-        return int(self._conn.execute(text(
+            size_bytes: int, now: float) -> int | None:
+        """Record a stored message; returns its id, or None when (sender, control id) is
+        recorded already (another node stored the same message a moment before)."""
+        value = self._conn.execute(text(
             "INSERT INTO hl7_messages(sender, control_id, message_type, version, path, size_bytes, received_at)"
-            " VALUES (:sender, :control_id, :message_type, :version, :path, :size, :now) RETURNING id"),
+            " VALUES (:sender, :control_id, :message_type, :version, :path, :size, :now)"
+            " ON CONFLICT(sender, control_id) DO NOTHING RETURNING id"),
             {"sender": sender, "control_id": control_id, "message_type": message_type, "version": version,
-             "path": str(path), "size": size_bytes, "now": now}).scalar_one())
+             "path": str(path), "size": size_bytes, "now": now}).scalar()
+        return None if value is None else int(value)
 
     def get(self, message_id: int) -> StoredMessage | None:
         row = self._conn.execute(text("SELECT * FROM hl7_messages WHERE id = :id"), {"id": message_id}).first()
@@ -74,11 +77,16 @@ class Hl7MessageRepository:
         rows = self._conn.execute(text("SELECT id FROM hl7_messages WHERE processed_at IS NULL ORDER BY id"))
         return [int(row.id) for row in rows]
 
-    def mark_processed(self, message_id: int, now: float, error: str | None = None) -> None:
-        """The message was applied (or could not be: ``error`` says why, kept on its row)."""
-        self._conn.execute(text(
-            "UPDATE hl7_messages SET processed_at = :now, process_error = :error WHERE id = :id"),
-            {"now": now, "error": error, "id": message_id})
+    def mark_processed(self, message_id: int, now: float, error: str | None = None) -> bool:
+        """The message was applied (or could not be: ``error`` says why, kept on its row).
+
+        False when it was marked before: within a transaction that applies the message,
+        calling this first makes sure one node applies it, once.
+        """
+        return self._conn.execute(text(
+            "UPDATE hl7_messages SET processed_at = :now, process_error = :error"
+            " WHERE id = :id AND processed_at IS NULL"),
+            {"now": now, "error": error, "id": message_id}).rowcount == 1
 
     def counts(self) -> tuple[int, int]:
         """(messages stored, messages not yet applied)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
+from daemon.state.locking import for_update_skip_locked
 from domain.jobs import Job, JobKind, JobState
 
 _UPSERT = text(
@@ -34,53 +35,78 @@ class JobRepository:
         """Queue (or re-arm) the job ``kind``/``key`` to run at or after ``run_after``."""
         self._conn.execute(_UPSERT, {"kind": kind.value, "key": key, "run_after": run_after, "now": now})
 
-    def claim_next(self, now: float, kinds: tuple[JobKind, ...] | None = None) -> Job | None:
-        """Mark the oldest due pending job running and return it (None when none is due)."""
+    def claim_next(self, now: float, owner: str, lease_s: float,
+                   kinds: tuple[JobKind, ...] | None = None) -> Job | None:
+        """Claim the oldest due job for ``owner`` until ``now + lease_s``; None when none is due.
+
+        Due: pending and past its time, or running under a lease that ran out (its node
+        died). On PostgreSQL the row is locked and rows other nodes are claiming are
+        skipped, so two nodes never claim one job.
+        """
         kind_filter = ""
         params: dict[str, object] = {"now": now}
         if kinds is not None:
             kind_filter = " AND kind IN (" + ", ".join(f":k{i}" for i in range(len(kinds))) + ")"
             params.update({f"k{i}": k.value for i, k in enumerate(kinds)})
         row = self._conn.execute(text(
-            "SELECT id, kind, key, attempts FROM jobs WHERE state = 'pending' AND run_after <= :now"
-            + kind_filter + " ORDER BY run_after, id LIMIT 1"), params).first()
+            "SELECT id, kind, key, attempts FROM jobs WHERE ((state = 'pending' AND run_after <= :now)"
+            " OR (state = 'running' AND lease_until < :now))" + kind_filter
+            + " ORDER BY run_after, id LIMIT 1" + for_update_skip_locked(self._conn)), params).first()
         if row is None:
             return None
         self._conn.execute(text(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, rerun_requested = 0,"
-            " updated_at = :now WHERE id = :id"), {"now": now, "id": row.id})
+            " lease_owner = :owner, lease_until = :until, updated_at = :now WHERE id = :id"),
+            {"owner": owner, "until": now + lease_s, "now": now, "id": row.id})
         return Job(int(row.id), JobKind(row.kind), row.key, int(row.attempts) + 1)
 
-    def finish(self, job: Job, now: float) -> None:
-        """The run succeeded: done, or pending again if it was queued while it ran."""
-        self._conn.execute(text(
+    def renew(self, job: Job, owner: str, until: float) -> bool:
+        """Extend ``owner``'s lease on a running job; False when the lease was lost."""
+        return self._conn.execute(text(
+            "UPDATE jobs SET lease_until = :until WHERE id = :id AND state = 'running' AND lease_owner = :owner"),
+            {"until": until, "id": job.id, "owner": owner}).rowcount == 1
+
+    def finish(self, job: Job, owner: str, now: float) -> bool:
+        """The run succeeded: done, or pending again if it was queued while it ran.
+
+        False (nothing changed) when ``owner`` no longer holds the job's lease: another
+        node took it over and its outcome counts.
+        """
+        return self._conn.execute(text(
             "UPDATE jobs SET state = CASE WHEN rerun_requested = 1 THEN 'pending' ELSE 'done' END,"
             " attempts = CASE WHEN rerun_requested = 1 THEN 0 ELSE attempts END,"
-            " rerun_requested = 0, last_error = NULL, updated_at = :now WHERE id = :id"),
-            {"now": now, "id": job.id})
+            " rerun_requested = 0, last_error = NULL, lease_owner = NULL, lease_until = NULL,"
+            " updated_at = :now WHERE id = :id AND lease_owner = :owner"),
+            {"now": now, "id": job.id, "owner": owner}).rowcount == 1
 
-    def fail(self, job: Job, reason: str, now: float, retry_at: float | None = None) -> bool:
+    def fail(self, job: Job, owner: str, reason: str, now: float, retry_at: float | None = None) -> bool:
         """Record a failed run; it runs again at ``retry_at``, or at once if it was queued
         while it ran, else it is failed for good. True when it is failed for good."""
+        params = {"retry_at": retry_at, "now": now, "reason": reason, "id": job.id, "owner": owner}
         if retry_at is not None:
             self._conn.execute(text(
                 "UPDATE jobs SET state = 'pending', run_after = :retry_at, last_error = :reason,"
-                " rerun_requested = 0, updated_at = :now WHERE id = :id"),
-                {"retry_at": retry_at, "now": now, "reason": reason, "id": job.id})
+                " rerun_requested = 0, lease_owner = NULL, lease_until = NULL, updated_at = :now"
+                " WHERE id = :id AND lease_owner = :owner"), params)
             return False
         self._conn.execute(text(
             "UPDATE jobs SET state = CASE WHEN rerun_requested = 1 THEN 'pending' ELSE 'failed' END,"
             " run_after = :now, last_error = :reason,"
             " attempts = CASE WHEN rerun_requested = 1 THEN 0 ELSE attempts END,"
-            " rerun_requested = 0, updated_at = :now WHERE id = :id"),
-            {"now": now, "reason": reason, "id": job.id})
+            " rerun_requested = 0, lease_owner = NULL, lease_until = NULL, updated_at = :now"
+            " WHERE id = :id AND lease_owner = :owner"), params)
         return self.state_of(job.kind, job.key) is JobState.FAILED
 
-    def resume_interrupted(self, now: float) -> int:
-        """After a crash: jobs left running go back to pending. Returns how many."""
+    def resume_interrupted(self, owner: str, now: float) -> int:
+        """At start-up: jobs this node (``owner``) left running run again. Returns how many.
+
+        Other nodes' running jobs are left to their leases; rows without an owner were
+        left by a version without leases.
+        """
         return int(self._conn.execute(text(
-            "UPDATE jobs SET state = 'pending', updated_at = :now WHERE state = 'running'"),
-            {"now": now}).rowcount)
+            "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = :now"
+            " WHERE state = 'running' AND (lease_owner = :owner OR lease_owner IS NULL)"),
+            {"now": now, "owner": owner}).rowcount)
 
     def state_of(self, kind: JobKind, key: str) -> JobState | None:
         """The job's state, or None when it was never queued."""

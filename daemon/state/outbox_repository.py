@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Row, text
 
+from daemon.state.locking import for_update_skip_locked
 from domain.delivery import Delivery, DeliveryRequest, DeliveryState
 
 
@@ -14,6 +15,9 @@ def _delivery(row: Row) -> Delivery:
     return Delivery(int(row.id), row.channel, row.destination, row.item_key, Path(row.path), row.study_uid,
                     DeliveryState(row.state), int(row.attempts), row.next_attempt_at, row.last_error,
                     row.created_at, row.delivered_at)
+
+
+_BATCH = 400  # bound parameters per query, well under SQLite's limit
 
 
 class OutboxRepository:
@@ -32,29 +36,40 @@ class OutboxRepository:
              "item_key": request.item_key, "path": str(request.path), "study_uid": request.study_uid,
              "now": now}).rowcount == 1
 
-    def due(self, now: float, limit: int | None = None) -> list[Delivery]:
-        """Pending items whose time has come, oldest first."""
+    def claim_due(self, now: float, owner: str, lease_s: float, limit: int | None = None) -> list[Delivery]:
+        """Claim the pending items whose time has come for ``owner``, oldest first.
+
+        An item another node claimed is skipped until its lease runs out (that node
+        died mid-pass); one ``owner`` claimed itself is not (a node's passes do not
+        overlap, so such a claim was left by this node before it restarted). On
+        PostgreSQL the rows are locked while they are claimed.
+        """
         rows = self._conn.execute(text(
             "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= :now"
-            " ORDER BY next_attempt_at, id" + (" LIMIT :limit" if limit is not None else "")),
-            {"now": now, "limit": limit})
+            " AND (lease_until IS NULL OR lease_until < :now OR lease_owner = :owner)"
+            " ORDER BY next_attempt_at, id"
+            + (" LIMIT :limit" if limit is not None else "") + for_update_skip_locked(self._conn)),
+            {"now": now, "limit": limit, "owner": owner}).all()
+        for row in rows:
+            self._conn.execute(text("UPDATE outbox SET lease_owner = :owner, lease_until = :until WHERE id = :id"),
+                               {"owner": owner, "until": now + lease_s, "id": row.id})
         return [_delivery(row) for row in rows]
 
     def mark_delivered(self, item_id: int, now: float) -> None:
         self._conn.execute(text(
             "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = :now,"
-            " last_error = NULL WHERE id = :id"), {"now": now, "id": item_id})
+            " last_error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = :id"), {"now": now, "id": item_id})
 
     def mark_retry(self, item_id: int, attempts: int, reason: str, next_attempt_at: float) -> None:
         self._conn.execute(text(
-            "UPDATE outbox SET attempts = :attempts, next_attempt_at = :next_at, last_error = :reason"
-            " WHERE id = :id"), {"attempts": attempts, "next_at": next_attempt_at, "reason": reason,
-                                 "id": item_id})
+            "UPDATE outbox SET attempts = :attempts, next_attempt_at = :next_at, last_error = :reason,"
+            " lease_owner = NULL, lease_until = NULL WHERE id = :id"),
+            {"attempts": attempts, "next_at": next_attempt_at, "reason": reason, "id": item_id})
 
     def mark_dead(self, item_id: int, attempts: int, reason: str) -> None:
         self._conn.execute(text(
-            "UPDATE outbox SET state = 'dead', attempts = :attempts, last_error = :reason WHERE id = :id"),
-            {"attempts": attempts, "reason": reason, "id": item_id})
+            "UPDATE outbox SET state = 'dead', attempts = :attempts, last_error = :reason, lease_owner = NULL,"
+            " lease_until = NULL WHERE id = :id"), {"attempts": attempts, "reason": reason, "id": item_id})
 
     def items(self, state: DeliveryState | None = None, study_uid: str | None = None) -> list[Delivery]:
         """Every item (or those in ``state``, of ``study_uid``), by id."""
@@ -80,6 +95,19 @@ class OutboxRepository:
                 "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = :now"
                 " WHERE state = 'dead' AND id = :id"), {"now": now, "id": int(item_id)}).rowcount)
         return count
+
+    def counts_by_study(self, study_uids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``{study_uid: {state: n}}`` for the studies that have outbox items (the console)."""
+        counts: dict[str, dict[str, int]] = {}
+        for start in range(0, len(study_uids), _BATCH):
+            batch = list(study_uids[start:start + _BATCH])
+            marks = ", ".join(f":u{i}" for i in range(len(batch)))
+            rows = self._conn.execute(text(
+                f"SELECT study_uid, state, COUNT(*) AS n FROM outbox WHERE study_uid IN ({marks})"
+                " GROUP BY study_uid, state"), {f"u{i}": uid for i, uid in enumerate(batch)})
+            for row in rows:
+                counts.setdefault(row.study_uid, {})[row.state] = int(row.n)
+        return counts
 
     def counts_by_state(self) -> dict[str, int]:
         """``{"pending": n, "delivered": n, "dead": n}`` (states with no item are absent)."""

@@ -17,6 +17,7 @@ from daemon.state.clinical_repository import ClinicalRepository
 from daemon.state.hl7_message_repository import Hl7MessageRepository
 from daemon.state.image_repository import ImageRepository
 from daemon.state.job_repository import JobRepository
+from daemon.state.lease_repository import LeaseRepository
 from daemon.state.maintenance_repository import MaintenanceRepository
 from daemon.state.monitoring_repository import MonitoringRepository
 from daemon.state.outbox_repository import OutboxRepository
@@ -65,6 +66,10 @@ class Repositories:
     @cached_property
     def clinical(self) -> ClinicalRepository:
         return ClinicalRepository(self.connection)
+
+    @cached_property
+    def leases(self) -> LeaseRepository:
+        return LeaseRepository(self.connection)
 
     @cached_property
     def maintenance(self) -> MaintenanceRepository:

@@ -82,6 +82,9 @@ jobs = Table(
     Column("rerun_requested", Integer, nullable=False, server_default="0"),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # The node running it, and when its claim runs out unless renewed (0002).
+    Column("lease_owner", Text),
+    Column("lease_until", Float),
     UniqueConstraint("kind", "key", name="jobs_kind_key"),
     Index("jobs_due", "state", "run_after"),
 )
@@ -134,6 +137,9 @@ outbox = Table(
     Column("last_error", Text),
     Column("created_at", Float, nullable=False),
     Column("delivered_at", Float),
+    # The node sending it, and when its claim runs out (0002).
+    Column("lease_owner", Text),
+    Column("lease_until", Float),
     UniqueConstraint("channel", "destination", "item_key", name="outbox_item"),
     Index("outbox_due", "state", "next_attempt_at"),
 )
@@ -200,4 +206,12 @@ maintenance_runs = Table(
     Column("task", Text, primary_key=True),
     Column("ran_at", Float, nullable=False),
     Column("figures_json", Text, nullable=False),
+)
+
+# Named leases for tasks one node at a time runs (the retention purge) (0002).
+leases = Table(
+    "leases", metadata,
+    Column("name", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("expires_at", Float, nullable=False),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, Row, text
 
+from daemon.state.locking import for_update
 from domain.clinical import PatientIdentifier, identifier_matches
 from domain.study import StudyEvent, StudyIdentity, StudyState, StudyStatus, next_state
 
@@ -52,6 +53,12 @@ class StudyRepository:
             raise KeyError("no such study")
         return _status(row)
 
+    def by_handle(self, handle: str) -> StudyStatus | None:
+        """The study whose non-PHI handle is ``handle`` (the console's links), or None."""
+        row = self._conn.execute(text(f"SELECT {_COLUMNS} FROM studies WHERE handle = :handle"),
+                                 {"handle": handle}).first()
+        return None if row is None else _status(row)
+
     def find(self, study_uid: str) -> StudyStatus | None:
         """The study with its state, or None."""
         try:
@@ -65,7 +72,7 @@ class StudyRepository:
 
         ``reason`` is kept for failed and no_series (and cleared by any other state).
         """
-        row = self._conn.execute(text("SELECT state FROM studies WHERE study_uid = :uid"),
+        row = self._conn.execute(text("SELECT state FROM studies WHERE study_uid = :uid" + for_update(self._conn)),
                                  {"uid": study_uid}).first()
         if row is None:
             raise KeyError("no such study")
@@ -76,6 +83,12 @@ class StudyRepository:
             " WHERE study_uid = :uid"),
             {"state": new.value, "reason": reason if keep_reason else None, "now": now, "uid": study_uid})
         return new
+
+    def lock(self, study_uid: str) -> None:
+        """Hold the study's row until the transaction ends, so that decisions about the
+        study (its last series completing, say) are taken by one node at a time."""
+        self._conn.execute(text("SELECT 1 FROM studies WHERE study_uid = :uid" + for_update(self._conn)),
+                           {"uid": study_uid})
 
     def counts_by_state(self) -> dict[str, int]:
         """How many studies are in each state."""

@@ -23,6 +23,7 @@ from daemon.receive.instance_store import InstanceStore
 from daemon.receive.storage_scp import start_listener
 from daemon.state.database import Database
 from daemon.state.image_repository import StoredInstance
+from tests.support.databases import open_database
 
 
 def tiny_ct(path: Path, study_uid: str, series_uid: str, index: int, modality: str = "CT") -> Path:
@@ -85,7 +86,7 @@ def start_receive_listener(folder: Path, **overrides: object) -> Listener:
     """The listener on a free loopback port (bound as port 0: no race for the port)."""
     settings = DicomListenerSettings(**{"host": "127.0.0.1", "port": 0,  # type: ignore[arg-type]
                                         "allowed_calling_ae_titles": ["STORESCU"], **overrides})
-    db = Database(folder / "db.sqlite3")
+    db = open_database(folder / "db.sqlite3")
     tracker = SeriesTracker(db, SeriesCompletionSettings())
     store = InstanceStore(db, folder / "spool", settings.min_free_disk_mb * 1024 * 1024, tracker)
     audit = AuditLog(folder / "logs")

@@ -28,7 +28,7 @@ from daemon.intake.hl7_parsing import MessageRejected, check_message, extract_co
 from daemon.receive.instance_store import InstanceStore
 from daemon.receive.pdu_guard import GuardViolation, PduLimits, PduStreamGuard
 from daemon.receive.storage_scp import ReceivedObject, receive_instance
-from daemon.state.database import Database
+from tests.support.databases import open_database, open_database_at
 from tests.support.dicom_listener import tiny_ct
 from tests.support.hl7_peers import adt, merge, obx, oru
 
@@ -43,9 +43,9 @@ class DicomTarget:
     The bytes are written to a file behind a file meta header first, as pynetdicom writes
     a received data set (``STORE_RECV_CHUNKED_DATASET``)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, database_url: str | None = None) -> None:
         self.folder = folder
-        self.db = Database(folder / "fuzz.sqlite3")
+        self.db = open_database_at(database_url) if database_url else open_database(folder / "fuzz.sqlite3")
         tracker = SeriesTracker(self.db, SeriesCompletionSettings())
         self.store = InstanceStore(self.db, folder / "spool", 0, tracker)
         self.audit = AuditLog(folder / "logs")

@@ -19,6 +19,7 @@ from daemon.intake.message_processor import MessageProcessor
 from daemon.intake.mllp_server import MllpListener
 from daemon.state.database import Database
 from daemon.state.hl7_message_repository import StoredMessage
+from tests.support.databases import open_database
 
 VT, FS_CR = b"\x0b", b"\x1c\x0d"
 
@@ -206,7 +207,7 @@ class Intake:
 
 def start_intake(data_dir: Path, **hl7: object) -> Intake:
     settings = Hl7Settings(**{"host": "127.0.0.1", "port": 0, "min_free_disk_mb": 0, **hl7})  # type: ignore[arg-type]
-    db = Database(data_dir / "hemex.sqlite3")
+    db = open_database(data_dir / "hemex.sqlite3")
     processor = MessageProcessor(db, settings.local_code_map)
     listener = MllpListener(settings, db, data_dir, processor, AuditLog(data_dir / "logs"))
     processor.start()

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.pool import NullPool
 
 from tests.support.hl7_peers import MllpClient, adt, msa
 from tests.support.peers import free_port, port_open, wait_until
@@ -43,19 +45,31 @@ class NodeConfig:
     data_dir: Path
     dicom_port: int
     hl7_port: int
+    metrics_port: int
+    roles: tuple[str, ...] = ("all",)
+
+    @property
+    def receives(self) -> bool:
+        return bool({"receive", "all"} & set(self.roles))
 
 
 def write_node_config(work: Path, pacs_port: int, pacs_ae_title: str, *, webhook_url: str | None = None,
-                      quiet_period_s: float = 20.0, validate_reports: bool = False) -> NodeConfig:
-    """Write ``work/hemex.toml`` for a node whose data dir is ``work/data``.
+                      quiet_period_s: float = 20.0, validate_reports: bool = False, data_dir: Path | None = None,
+                      node_name: str | None = None, roles: tuple[str, ...] = ("all",),
+                      lease_s: float = 60.0) -> NodeConfig:
+    """Write ``work/hemex.toml`` for a node whose data dir is ``work/data`` (or ``data_dir``,
+    which several nodes on one PostgreSQL database share).
 
     ``wait_for_clinical_s = 0`` makes the first report the final one (no preliminary
     report that a second, final one would supersede), so each study gets exactly one SR
-    and one SEG. The disk-space floors are 0 so a nearly full /tmp does not refuse input;
-    the metrics endpoint takes any free port (port 0), not the shared default.
+    and one SEG. The disk-space floors are 0 so a nearly full /tmp does not refuse input.
+    The database is the environment's (``HEMEX_DATABASE__URL`` on the PostgreSQL pass),
+    else the SQLite file in the data dir.
     """
     work.mkdir(parents=True, exist_ok=True)
-    data_dir, dicom_port, hl7_port = work / "data", free_port(), free_port()
+    data_dir = data_dir or work / "data"
+    dicom_port, hl7_port, metrics_port = free_port(), free_port(), free_port()
+    cluster = f'\n[cluster]\nnode_name = "{node_name}"\nlease_s = {lease_s}\n' if node_name else ""
     # include_identifiers = "all": the kill loop tells the studies' alerts apart by Study Instance UID.
     alerts = (f'\n[alerts]\nmin_volume_ml = 10.0\ninclude_identifiers = "all"\n\n[[alerts.webhooks]]\n'
               f'name = "oncall"\nurl = "{webhook_url}"\ntimeout_s = 5.0\n') if webhook_url else ""
@@ -81,7 +95,7 @@ min_free_disk_mb = 0
 validate_with_dicom3tools = {"true" if validate_reports else "false"}
 
 [metrics]
-port = 0
+port = {metrics_port}
 
 [outbox]
 poll_interval_s = 0.5
@@ -94,10 +108,10 @@ ae_title = "{pacs_ae_title}"
 host = "127.0.0.1"
 port = {pacs_port}
 timeout_s = 10.0
-{alerts}"""
+{alerts}{cluster}"""
     path = work / "hemex.toml"
     path.write_text(text, encoding="utf-8")
-    return NodeConfig(path, data_dir, dicom_port, hl7_port)
+    return NodeConfig(path, data_dir, dicom_port, hl7_port, metrics_port, roles)
 
 
 class NodeProcess:
@@ -116,7 +130,8 @@ class NodeProcess:
         # thread's stack into its output before it dies.
         env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
         with open(self._output, "ab") as out:  # the child keeps its own descriptor
-            self._proc = subprocess.Popen([*_hemex_command(), "serve", "--config", str(self.config.path)],
+            roles = [arg for role in self.config.roles for arg in ("--role", role)]
+            self._proc = subprocess.Popen([*_hemex_command(), "serve", "--config", str(self.config.path), *roles],
                                           cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.starts += 1
         proc = self._proc
@@ -124,7 +139,9 @@ class NodeProcess:
         def ready() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"hemex serve exited with {proc.returncode}: {self.output_tail()}")
-            return port_open(self.config.dicom_port)
+            # The DICOM port opens once the node resumed its work; a node that does not
+            # receive answers /healthz when it is up.
+            return port_open(self.config.dicom_port if self.config.receives else self.config.metrics_port)
 
         wait_until(ready, timeout_s=timeout_s, interval_s=0.05)
 
@@ -162,22 +179,38 @@ class NodeProcess:
 
 
 class NodeDatabase:
-    """Read-only queries on the node's database, from outside the node."""
+    """Read-only queries on the node's database, from outside the node.
+
+    The SQLite file is opened read-only, one connection per query, so that the reader
+    neither recovers nor checkpoints the WAL of a killed node (the node itself must do
+    that at its next start). On the PostgreSQL pass it reads the test's database.
+    """
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "hemex.sqlite3"
+        url = os.environ.get("HEMEX_DATABASE__URL")
+        if url:
+            password = os.environ.get("HEMEX_DATABASE__PASSWORD")
+            # One pooled connection: polling every 10 ms must not fork a server backend
+            # (and authenticate) per query.
+            self._engine: Engine | None = create_engine(make_url(url).set(password=password), pool_size=1,
+                                                        max_overflow=2, pool_pre_ping=True)
+        else:
+            self._engine = None
 
-    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
-        if not self.path.exists():
-            return []
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
-        try:
-            return conn.execute(sql, tuple(params)).fetchall()
-        finally:
-            conn.close()
+    def rows(self, sql: str) -> list[tuple]:
+        if self._engine is None:
+            if not self.path.exists():
+                return []
+            engine = create_engine(f"sqlite:///file:{self.path}?mode=ro&uri=true", poolclass=NullPool,
+                                   connect_args={"timeout": 30})
+        else:
+            engine = self._engine
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
 
-    def count(self, sql: str, params: Sequence[object] = ()) -> int:
-        rows = self.rows(sql, params)
+    def count(self, sql: str) -> int:
+        rows = self.rows(sql)
         return int(rows[0][0]) if rows else 0
 
 
