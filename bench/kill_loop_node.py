@@ -184,7 +184,10 @@ class _Run:
                        or not self.scanner.sending)
             time.sleep(self.rng.uniform(0.0, 0.01))  # within the store of the next instance
         elif aim == "analysing":
-            self._wait(lambda: self.db.count("SELECT COUNT(*) FROM jobs WHERE state = 'running'") > 0)
+            # A study's job (analysis, report, dispatch), not the clinical_update jobs the
+            # HL7 sender's messages make: those run for milliseconds, at any time.
+            self._wait(lambda: self.db.count(
+                "SELECT COUNT(*) FROM jobs WHERE state = 'running' AND kind != 'clinical_update'") > 0)
             time.sleep(self.rng.uniform(0.0, self.job_window_s))
         else:  # about the length of one study's SR + SEG association
             self._wait(lambda: len(self.pacs.receptions()) > received_before)
