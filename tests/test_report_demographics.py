@@ -113,3 +113,34 @@ def test_each_invalid_attribute_is_emptied_and_named_without_its_value(
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("daemon.report")]
     assert any(keyword in line and "st-test" in line for line in lines)
     assert not any(value in line for line in lines)
+
+
+def test_the_oru_is_built_from_a_study_date_hl7apy_would_refuse() -> None:
+    """hl7apy raised a bare ValueError quoting "00000000120000" for OBR-7 (the job then
+    failed, and retried, with the value in its error); the identity's rules leave it out."""
+    from dataclasses import replace
+
+    from daemon.config import Hl7Settings
+    from daemon.report.oru_builder import build_oru_r01
+    from daemon.report.source_attributes import with_valid_identity
+    from domain.analysis import StudyAnalysis
+    from domain.clinical import ClinicalVariables
+    from domain.errors import ReportBuildError
+    from domain.measurements import HematomaMeasurements
+    from domain.study import StudyIdentity
+
+    bad = StudyAnalysis(
+        identity=StudyIdentity(study_uid="1.2.826.0.1.3680043.10.1341.78.1", handle="st-78bb", patient_id="TRAUMA-9",
+                               issuer_of_patient_id=None, accession_number="ACC-9", patient_name="Unknown^Trauma",
+                               study_datetime="00000000120000"),
+        series_uid="1.2.3.4", clinical=ClinicalVariables(), prediction=None, brain_score=None, completion="PARTIAL",
+        measurements=HematomaMeasurements(volume_ml=12.0, abc2_ml=13.0, diameters_mm=(30.0, 25.0, 20.0),
+                                          voxel_count=999, intraventricular_extension=False,
+                                          method_name="hemex-threshold", method_version="1.0.0"),
+        risk_category="unavailable", software_version="0.1.0")
+    with pytest.raises(ReportBuildError) as refused:
+        build_oru_r01(bad, Hl7Settings())
+    assert "00000000" not in str(refused.value)
+    message = build_oru_r01(replace(bad, identity=with_valid_identity(bad.identity)), Hl7Settings())
+    assert b"TRAUMA-9" in message  # the valid identifiers stay
+    assert b"00000000120000" not in message and b"OBR|" in message
