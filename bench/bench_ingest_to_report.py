@@ -13,9 +13,13 @@ For a synthetic 40-slice (2.5 mm) and a 300-slice (0.625 mm) head CT series, 512
    ratio to storescp's time to receive the same series (moving the bytes, the floor).
 3. The node's peak RSS (VmHWM of the ``hemex serve`` process).
 
-No expansion model is configured (see bench/bench_inference.py for the predictor).
+No expansion model is configured (see bench/bench_inference.py for the predictor). The
+slices carry no Images in Acquisition (as many scanners send them), so the latency
+includes the completion decision from the slice stack (``series.confirm_s``); with
+``--images-in-acquisition`` they carry it and the count completes the series.
 
 Usage: .venv/bin/python -m bench.bench_ingest_to_report [--repeats 3] [--sizes 40 300]
+       [--images-in-acquisition]
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import pydicom
 
 from tests.support.peers import DCMTK_ENV, Orthanc, free_port, port_open, start_orthanc, wait_until
 from tests.support.phantoms import make_head_ct_series
@@ -125,13 +131,22 @@ def _stages(db_path: Path, study_uid: str, sr_seen_at: float) -> dict[str, float
     return stages
 
 
+def _drop_images_in_acquisition(paths: list[Path]) -> None:
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        del ds.ImagesInAcquisition
+        ds.save_as(path, enforce_file_format=True)
+
+
 def bench_size(slices: int, repeats: int, workdir: Path, orthanc: Orthanc, node_port: int, db_path: Path,
-               storescp_port: int) -> tuple[list[float], list[Run]]:
+               storescp_port: int, images_in_acquisition: bool = False) -> tuple[list[float], list[Run]]:
     reference, runs = [], []
     for repeat in range(repeats):
         folder = workdir / f"ct{slices}-{repeat}"
         phantom = make_head_ct_series(folder, slices=slices, slice_mm=SLICE_MM[slices], seed=repeat,
                                       patient_id=f"BENCH-{slices}-{repeat}", accession=f"ACC-{slices}-{repeat}")
+        if not images_in_acquisition:
+            _drop_images_in_acquisition(phantom.paths)
         reference.append(_storescu(storescp_port, folder, "STORESCP"))
         ingest = _storescu(node_port, folder, "HEMEX")
         study_uid = phantom.study_uid
@@ -146,6 +161,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[40, 300], choices=sorted(SLICE_MM))
+    parser.add_argument("--images-in-acquisition", action="store_true",
+                        help="send Images in Acquisition (the count completes the series)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hemex-bench-") as tmp:
         workdir = Path(tmp)
@@ -156,7 +173,7 @@ def main() -> int:
             print(f"machine: {os.cpu_count()} CPUs; median of {args.repeats} runs; 512 x 512 slices")
             for slices in args.sizes:
                 reference, runs = bench_size(slices, args.repeats, workdir, orthanc, node_port, db_path,
-                                             storescp_port)
+                                             storescp_port, args.images_in_acquisition)
                 ref = statistics.median(reference)
                 ingest = statistics.median(r.ingest_s for r in runs)
                 print(f"\n== {slices}-slice series ==")

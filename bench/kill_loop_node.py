@@ -184,10 +184,11 @@ class _Run:
                        or not self.scanner.sending)
             time.sleep(self.rng.uniform(0.0, 0.01))  # within the store of the next instance
         elif aim == "analysing":
-            # A study's job (analysis, report, dispatch), not the clinical_update jobs the
-            # HL7 sender's messages make: those run for milliseconds, at any time.
+            # An analysis or report job (seconds), not one of the short bookkeeping jobs
+            # (clinical update, follow-up pairing: milliseconds) that the window would miss.
             self._wait(lambda: self.db.count(
-                "SELECT COUNT(*) FROM jobs WHERE state = 'running' AND kind != 'clinical_update'") > 0)
+                "SELECT COUNT(*) FROM jobs WHERE state = 'running' AND kind IN"
+                " ('analyse_study', 'finalise_study', 'replay_study', 'report_study')") > 0)
             time.sleep(self.rng.uniform(0.0, self.job_window_s))
         else:  # about the length of one study's SR + SEG association
             self._wait(lambda: len(self.pacs.receptions()) > received_before)

@@ -1,13 +1,15 @@
 """Wires the stages into one running node. No stage logic here.
 
 receive (DICOM) -> assemble -> [jobs: analyse -> report -> dispatch] -> deliver
-intake (HL7)    -> [job: clinical_update] -> analyse (finalise)
-retention (scheduled)
+                   dispatch -> [jobs: pair_followups -> report_followup -> dispatch_followup]
+                   dispatch -> [job: escalate_alert, due when unacknowledged]
+intake (HL7)    -> [job: clinical_update] -> analyse (finalise), pair_followups
+retention, site-performance drift check (scheduled)
 
 A node runs every stage (role ``all``) or some of them, against a database it may share
 with other nodes (PostgreSQL, docs/deploy-ha.md): ``receive`` (DICOM and HL7 listeners,
 series completion), ``analyse`` (the job runner: analysis, report, dispatch) and
-``deliver`` (the outbox and the retention purge).
+``deliver`` (the outbox, the retention purge and the site-performance drift check).
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from contextlib import contextmanager
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Blueprint
 
+from daemon.alert_links import ACK_PATH, AlertLinks
 from daemon.analyse.analyse_job import AnalyseStage
 from daemon.analyse.clinical_update_job import ClinicalUpdateStage
+from daemon.analyse.followup_pairing_job import FollowupPairingStage
 from daemon.analyse.models import configured_masker, configured_predictor
+from daemon.analyse.notice_job import NoticeStage
 from daemon.assemble.series_tracker import SeriesTracker
 from daemon.audit_log import AuditLog
 from daemon.config import Settings
@@ -38,19 +43,25 @@ from daemon.deliver.channels import build_channels, delivery_endpoints
 from daemon.deliver.outbox import Outbox
 from daemon.deliver.outbox_worker import OutboxWorker
 from daemon.dispatch.dispatch_job import DispatchStage
+from daemon.dispatch.followup_dispatch_job import FollowupDispatchStage
 from daemon.intake.hl7_intake import Hl7Intake
 from daemon.jobs.runner import JobHandler, JobRunner
 from daemon.jobs.wakeup import Wakeup
+from daemon.ops.alert_acknowledgement import AcknowledgementApp
 from daemon.ops.channel_security import plaintext_warnings
 from daemon.ops.metrics import metrics_blueprint
+from daemon.ops.performance_drift import check_drift
 from daemon.receive.association_server import GuardedAssociationServer
 from daemon.receive.instance_store import InstanceStore
 from daemon.receive.storage_scp import start_listener
+from daemon.report.alert_escalation_job import AlertEscalationStage
+from daemon.report.followup_report_job import FollowupReportStage
 from daemon.report.report_job import ReportStage
+from daemon.report.warm_validator import WarmSrValidator
 from daemon.retention.orphans import prepare_receive_tmp_dir, remove_orphan_temp_files
 from daemon.retention.purge import purge_expired
 from daemon.state.database import Database
-from daemon.web.app_factory import build_web_app
+from daemon.web.app_factory import build_web_app, wsgi_blueprint
 from daemon.web.server import WebServer, start_web_server
 from domain.durable_files import ensure_private_dir
 from domain.errors import ListenerPortError
@@ -68,7 +79,7 @@ class Role(str, enum.Enum):
     ALL = "all"
 
 
-# A retention pass holds this lease, so that one node at a time purges.
+# A retention pass (or a drift check) holds this lease, so that one node at a time runs it.
 _RETENTION_LEASE_S = 3600.0
 
 
@@ -89,9 +100,14 @@ class Node:
         self.outbox = Outbox(self.db, settings.outbox, build_channels(settings), self.audit, owner=owner,
                              lease_s=max(300.0, settings.cluster.lease_s), endpoints=delivery_endpoints(settings))
         self.outbox_worker = OutboxWorker(self.outbox, self.outbox_wakeup, settings.outbox.poll_interval_s)
-        self.tracker = SeriesTracker(self.db, settings.series, self.job_wakeup)
+        self.tracker = SeriesTracker(self.db, settings.series, self.job_wakeup, selection=settings.selection)
+        # Signs acknowledgement links; made (and the node key with it) before any alert.
+        self.alert_links = AlertLinks.from_settings(settings)
         self.store = InstanceStore(self.db, settings.spool_dir, settings.dicom.min_free_disk_mb * 1024 * 1024,
                                    self.tracker)
+        report_settings = settings.report
+        self.sr_validator = (WarmSrValidator() if Role.ANALYSE in self.roles and report_settings.validate_with_dicom3tools
+                             and report_settings.warm_sr_validator else None)
         self.runner = JobRunner(self.db, self._job_handlers() if Role.ANALYSE in self.roles else {},
                                 self.job_wakeup, owner=owner, lease_s=settings.cluster.lease_s, idle_poll_s=0.5)
         receives = Role.RECEIVE in self.roles
@@ -109,9 +125,15 @@ class Node:
         settings = self.settings
         analyse = AnalyseStage(settings, self.db, configured_masker(settings), configured_predictor(settings),
                                self.job_wakeup)
-        report = ReportStage(settings, self.db, self.job_wakeup)
+        report = ReportStage(settings, self.db, self.job_wakeup, links=self.alert_links,
+                             sr_validator=self.sr_validator)
         dispatch = DispatchStage(settings, self.db, self.audit, self.outbox_wakeup)
-        clinical = ClinicalUpdateStage(settings.hl7, self.db, self.job_wakeup)
+        clinical = ClinicalUpdateStage(settings.hl7, self.db, self.job_wakeup, pair_followups=settings.followup.enabled)
+        notice = NoticeStage(settings, self.db, self.audit, self.outbox_wakeup, sr_validator=self.sr_validator)
+        pairing = FollowupPairingStage(settings.followup, self.db, self.job_wakeup)
+        followup_report = FollowupReportStage(settings, self.db, self.job_wakeup, links=self.alert_links)
+        followup_dispatch = FollowupDispatchStage(settings, self.db, self.audit, self.outbox_wakeup)
+        escalation = AlertEscalationStage(settings, self.db, self.outbox_wakeup)
         return {
             JobKind.ANALYSE_STUDY: analyse.analyse_study,
             JobKind.REPLAY_STUDY: analyse.replay_study,
@@ -119,6 +141,11 @@ class Node:
             JobKind.CLINICAL_UPDATE: clinical.clinical_update,
             JobKind.REPORT_STUDY: report.report_study,
             JobKind.DISPATCH_REPORT: dispatch.dispatch_report,
+            JobKind.NOTIFY_NOT_ANALYSED: notice.notify_not_analysed,
+            JobKind.PAIR_FOLLOWUPS: pairing.pair_followups,
+            JobKind.REPORT_FOLLOWUP: followup_report.report_followup,
+            JobKind.DISPATCH_FOLLOWUP: followup_dispatch.dispatch_followup,
+            JobKind.ESCALATE_ALERT: escalation.escalate_alert,
         }
 
     @property
@@ -151,6 +178,8 @@ class Node:
         # a one-off job, so a large spool does not delay the listeners.
         self.scheduler.add_job(remove_orphan_temp_files, args=[self.settings], id="orphans-at-start")
         if Role.ANALYSE in self.roles:
+            if self.sr_validator is not None:
+                self.sr_validator.start()  # warms up while the node opens
             resumed = self.runner.resume_interrupted()
             self.runner.start()
             log.info("job runner started node=%s resumed_jobs=%d", self.settings.node_name, resumed)
@@ -160,6 +189,9 @@ class Node:
                 self.scheduler.add_job(self.purge_expired, "interval", hours=self.settings.retention.interval_h,
                                        id="retention", max_instances=1, coalesce=True)
                 self.scheduler.add_job(self.purge_expired, id="retention-at-start")
+            self.scheduler.add_job(self.check_performance, "interval", hours=self.settings.performance.check_interval_h,
+                                   id="site-performance", max_instances=1, coalesce=True)
+            self.scheduler.add_job(self.check_performance, id="site-performance-at-start")
         if Role.RECEIVE in self.roles:
             reopened = self.tracker.resume_open_series()
             self.scheduler.add_job(self.tracker.check_due, "interval",
@@ -173,6 +205,9 @@ class Node:
                 self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit)
             log.info("receiving open_series=%d dicom_port=%d", reopened, self.dicom_port)
         self._http = self._start_http_server()
+        if self.settings.alerts.roster and not self.settings.alerts.acknowledgement.public_url:
+            log.warning("alerts escalate but carry no acknowledgement link: set [alerts.acknowledgement]"
+                        " public_url (until then staff acknowledge with hemex alerts --ack CODE)")
         log.info("node started node=%s roles=%s database=%s", self.settings.node_name,
                  ",".join(sorted(r.value for r in self.roles)), self.db.description)
 
@@ -201,6 +236,9 @@ class Node:
             blueprints.append(console_blueprint(ConsoleDependencies(
                 settings=settings, db=self.db, audit=self.audit, accounts=accounts,
                 deliver_now=self.outbox_wakeup.notify)))
+        if settings.alerts.acknowledgement.public_url:  # alerts carry links: serve them
+            # Signed tokens; their own GET page and POST form (no console login or token).
+            blueprints.append(wsgi_blueprint("alert_ack", ACK_PATH, AcknowledgementApp(self.db, self.alert_links)))
         return blueprints
 
     def _start_http_server(self) -> WebServer | None:
@@ -226,6 +264,22 @@ class Node:
             with self.db.transaction() as repos:
                 repos.leases.release("retention", owner)
 
+    def check_performance(self) -> None:
+        """One drift check of the site's observed accuracy, by one node at a time
+        (scheduled; figures to the metrics, a new drift to the admin)."""
+        now, owner = time.time(), self.settings.node_name
+        with self.db.transaction() as repos:
+            held = repos.leases.try_acquire("site-performance", owner, now, _RETENTION_LEASE_S)
+        if not held:
+            log.info("site performance check skipped: another node is running it")
+            return
+        try:
+            check_drift(self.db, self.settings, now)
+        finally:
+            with self.db.transaction() as repos:
+                repos.leases.release("site-performance", owner)
+        self.outbox_wakeup.notify()
+
     def stop(self) -> None:
         """Close the listeners first, then let running work finish."""
         if self._dicom_server is not None:
@@ -234,6 +288,8 @@ class Node:
             self.hl7.stop()
         self.scheduler.shutdown(wait=True)
         self.runner.stop()
+        if self.sr_validator is not None:
+            self.sr_validator.close()
         self.outbox_worker.stop()
         # Last, so /healthz says 503 (listener closed) while running work drains.
         if self._http is not None:

@@ -8,6 +8,7 @@ import argparse
 import json
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from daemon.config import Settings, load_settings
@@ -103,6 +104,61 @@ def _echo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _date(text: str) -> datetime:
+    """A --since/--until value: an ISO date or date and time (local)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD[THH:MM]): {text!r}") from exc
+
+
+def _performance(args: argparse.Namespace) -> int:
+    from daemon.ops.node_status import open_database
+    from daemon.ops.site_performance import format_report, site_performance, write_plots
+
+    settings = _settings(args)
+    db = open_database(settings)
+    with db.reading() as repos:
+        outcomes = repos.followups.outcomes(args.since, args.until)
+        awaiting = repos.followups.baselines_without_outcome(args.since, args.until)
+    report = site_performance(outcomes, settings, awaiting, args.since, args.until,
+                              n_boot=args.bootstrap, seed=args.seed)
+    print(format_report(report))
+    written = write_plots(report, args.out) if report.models or report.brain else []
+    if written:
+        print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _export_training_set(args: argparse.Namespace) -> int:
+    from daemon.ops.training_export import export_training_set
+
+    summary = export_training_set(_settings(args), args.dir, args.since, args.until, args.keep_identifiers)
+    left = ", ".join(f"{n} {reason}" for reason, n in sorted(summary.left_out.items())) or "none"
+    print(f"{summary.cases} case(s) written to {summary.manifest} (left out: {left})")
+    print(f"train with: hemex train --data {summary.manifest} --out MODEL_DIR")
+    return 0
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    import time
+
+    from daemon.ops.alert_acknowledgement import acknowledge_code, format_group, list_groups
+    from daemon.ops.node_status import open_database
+
+    db = open_database(_settings(args))
+    if args.ack:
+        changed, group = acknowledge_code(db, args.ack, args.by, time.time())
+        if group is None:
+            print(f"hemex alerts: no alert with code {args.ack}", file=sys.stderr)
+            return 1
+        print(("acknowledged: " if changed else "already acknowledged: ") + format_group(group))
+        return 0
+    groups = list_groups(db, args.limit)
+    print("\n\n".join(format_group(g) for g in groups) if groups else "no alerts")
+    return 0
+
+
 def _console_user(args: argparse.Namespace) -> int:
     from daemon.console.accounts import AccountsFile
 
@@ -184,6 +240,35 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("destination", help="destination name from [[destinations]]")
     echo.set_defaults(func=_echo)
 
+    performance = commands.add_parser(
+        "performance", help="the site's observed accuracy: each prediction against its follow-up CT")
+    _add_config_argument(performance)
+    performance.add_argument("--since", type=_date, default=None, help="baselines acquired from (ISO date)")
+    performance.add_argument("--until", type=_date, default=None, help="baselines acquired before (ISO date)")
+    performance.add_argument("--out", type=Path, default=Path("hemex-performance"),
+                             help="folder for the ROC and calibration PNGs (default ./hemex-performance)")
+    performance.add_argument("--bootstrap", type=int, default=None,
+                             help="bootstrap resamples for the AUC CI (default [performance] bootstrap)")
+    performance.add_argument("--seed", type=int, default=0)
+    performance.set_defaults(func=_performance)
+
+    export = commands.add_parser("export-training-set",
+                                 help="write the labelled baselines as a training set for hemex train")
+    _add_config_argument(export)
+    export.add_argument("dir", type=Path, help="output folder (manifest.csv, cases/)")
+    export.add_argument("--since", type=_date, default=None, help="baselines acquired from (ISO date)")
+    export.add_argument("--until", type=_date, default=None, help="baselines acquired before (ISO date)")
+    export.add_argument("--keep-identifiers", action="store_true",
+                        help="write Study Instance UIDs and patient IDs instead of pseudonyms")
+    export.set_defaults(func=_export_training_set)
+
+    alerts = commands.add_parser("alerts", help="alerts with every step (queued, sent, delivered,"
+                                 " acknowledged, escalated); --ack CODE acknowledges one")
+    _add_config_argument(alerts)
+    alerts.add_argument("--ack", metavar="CODE", default=None, help="acknowledge the alert with this short code")
+    alerts.add_argument("--by", default="", help="who acknowledges (with --ack)")
+    alerts.add_argument("--limit", type=int, default=20, help="how many alert groups to list")
+    alerts.set_defaults(func=_alerts)
     users = commands.add_parser("console-user", help="add, change, remove or list the web console's local accounts")
     _add_config_argument(users)
     users.add_argument("action", choices=("set", "remove", "list"),

@@ -14,6 +14,7 @@ import json
 import socket
 import sys
 import urllib.parse
+from datetime import time
 from itertools import combinations
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,6 +38,8 @@ from pydantic_settings import (
 
 from daemon.config_errors import describe_toml_error, describe_validation_error
 from domain.errors import ConfigurationError
+from domain.followup import FollowupRules
+from domain.oncall import Shift, parse_weekday
 from inference.parameters import (
     DeviceChoice,
     GeometryLimits,
@@ -125,11 +128,26 @@ class DicomListenerSettings(_Section):
 class SeriesCompletionSettings(_Section):
     """When a series counts as fully received."""
 
+    # The longest wait: complete after this long without a new image, whatever else.
     quiet_period_s: float = Field(30.0, gt=0)
     # Complete as soon as the expected number of images (Images in Acquisition) is in.
     use_expected_image_count: bool = True
+    # Without Images in Acquisition: complete after confirm_s without a new image when the
+    # slices received form one evenly spaced stack without gaps (their positions along
+    # the image plane's normal). Images that arrive later reopen the series, and a
+    # corrected report follows. A stack with a gap or a repeated position waits the
+    # quiet period.
+    use_slice_positions: bool = True
+    confirm_s: float = Field(1.0, gt=0, le=5.0)
+    # A stack of fewer slices than this is not trusted to be whole (a scout, a reformat
+    # of a few slices): it waits the quiet period.
+    min_stack_slices: int = Field(10, ge=2)
     # How often open series are looked at (their timers are kept in the database).
     check_interval_s: float = Field(0.5, ge=0.05, le=10.0)
+    # A study none of whose complete series can be analysed gets its "not analysed"
+    # notice after this long without a new image of the study (a usable series may still
+    # be on its way); a usable series arriving later still gets its report.
+    study_settle_s: float = Field(10.0, ge=0)
 
 
 class SeriesSelectionSettings(_Section):
@@ -203,6 +221,10 @@ class ReportSettings(_Section):
     # DicomSRValidator) before it is sent; a tool that is not installed is skipped
     # with a warning. Adds ~10 s of CPU per SR (a JVM start).
     validate_with_dicom3tools: bool = True
+    # Keep DicomSRValidator warm in one long-lived JVM (started with the node; needs a
+    # JDK, else the one-shot command runs): validation then takes well under a second
+    # instead of a JVM start per report.
+    warm_sr_validator: bool = True
     validation_timeout_s: Timeout = 120.0
 
     @field_validator("uid_root")
@@ -267,6 +289,96 @@ class EmailSettings(_Section):
     timeout_s: Timeout = 15.0
 
 
+class ContactSettings(_Section):
+    """A person (or pager group) on the on-call roster, and how to reach them."""
+
+    name: str
+    email: list[str] = []
+    webhook_url: str | None = None  # printed with its password and query values masked
+    webhook_token: SecretStr | None = None
+    webhook_token_file: Path | None = None
+    timeout_s: Timeout = 10.0
+
+    @field_serializer("webhook_url", when_used="json")
+    def _url_masked(self, url: str | None) -> str | None:
+        return masked_url(url) if url else url
+
+    @model_validator(mode="after")
+    def _reachable(self) -> ContactSettings:
+        if not self.email and not self.webhook_url:
+            raise ValueError(f"contact {self.name!r} needs an email address or a webhook_url")
+        return self
+
+    @property
+    def destination(self) -> str:
+        """The outbox destination of this contact (e-mail and webhook channels)."""
+        return CONTACT_PREFIX + self.name
+
+    def webhook_target(self) -> WebhookTarget | None:
+        """The contact's webhook as the webhook channel sends to it, or None."""
+        if self.webhook_url is None:
+            return None
+        return WebhookTarget(name=self.destination, url=self.webhook_url, token=self.webhook_token,
+                             token_file=self.webhook_token_file, timeout_s=self.timeout_s)
+
+
+CONTACT_PREFIX = "contact:"
+
+
+class ShiftSettings(_Section):
+    """One on-call shift (domain/oncall.py): weekdays, local start and end, contacts in
+    escalation order. A shift whose end is not after its start runs through midnight."""
+
+    days: list[str] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    start: str = "00:00"
+    end: str = "00:00"
+    contacts: list[str]
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        time.fromisoformat(value.strip())
+        return value.strip()
+
+    @field_validator("days")
+    @classmethod
+    def _weekdays(cls, value: list[str]) -> list[str]:
+        for day in value:
+            parse_weekday(day)
+        return value
+
+    def shift(self) -> Shift:
+        return Shift(frozenset(parse_weekday(d) for d in self.days), time.fromisoformat(self.start),
+                     time.fromisoformat(self.end), tuple(self.contacts))
+
+
+class AcknowledgementSettings(_Section):
+    """How an alert is acknowledged, and when an unacknowledged one escalates."""
+
+    # The node's HTTP server as staff reach it (metrics host/port, or a proxy in front of
+    # it); each alert's link is <public_url>/alerts/ack/<token>. Empty: no link, the
+    # short code only (hemex alerts --ack CODE).
+    public_url: str = ""
+    # Key that signs the links and makes the short codes (and the pseudonyms of
+    # hemex export-training-set). Neither set: <data_dir>/node.key, made at first use.
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    link_valid_h: float = Field(168.0, gt=0)
+    # An alert nobody acknowledged within this time goes to the next contact of the roster.
+    escalate_after_s: float = Field(600.0, ge=10)
+    # A new alert for a patient joins the patient's unacknowledged group if that group's
+    # first alert is at most this old.
+    merge_window_h: float = Field(24.0, ge=0)
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        return value
+
+
 IdentifierLevel = Literal["none", "accession", "all"]
 
 
@@ -280,11 +392,90 @@ class AlertSettings(_Section):
     min_volume_ml: float = 30.0
     # Alert when the expansion risk category is "high" (only from validated weights).
     on_high_expansion_risk: bool = True
+    # Alert when a CT could not be analysed (no usable series, or the analysis failed),
+    # so that nobody waits for a result that will not come; and again when a usable
+    # series arrives later and the study is analysed after all.
+    on_not_analysed: bool = True
     # The key image (PNG, figures burned in, no patient name or ID) with each alert:
     # base64 in the webhook payload's "key_image", an attachment of the e-mail.
     attach_key_image: bool = True
     webhooks: list[WebhookTarget] = []
     email: EmailSettings = EmailSettings()
+    acknowledgement: AcknowledgementSettings = AcknowledgementSettings()
+    # The on-call roster: contacts, and shifts naming them in escalation order. Empty:
+    # alerts go to webhooks and email recipients only and do not escalate.
+    contacts: list[ContactSettings] = []
+    roster: list[ShiftSettings] = []
+
+    @model_validator(mode="after")
+    def _roster_names_contacts(self) -> AlertSettings:
+        names = [c.name for c in self.contacts]
+        if len(set(names)) != len(names):
+            raise ValueError("alerts.contacts names must be unique")
+        unknown = sorted({n for shift in self.roster for n in shift.contacts} - set(names))
+        if unknown:
+            raise ValueError(f"alerts.roster names contacts not in alerts.contacts: {', '.join(unknown)}")
+        return self
+
+    def shifts(self) -> tuple[Shift, ...]:
+        return tuple(s.shift() for s in self.roster)
+
+    def contact(self, name: str) -> ContactSettings | None:
+        return next((c for c in self.contacts if c.name == name), None)
+
+
+class FollowupSettings(_Section):
+    """Follow-up CT pairing and the observed change (domain/followup.py, docs/site-performance.md)."""
+
+    enabled: bool = True
+    # A later head CT of the same patient this many hours after a baseline is its follow-up.
+    min_hours: float = Field(3.0, ge=0)
+    max_hours: float = Field(72.0, gt=0)
+    # A baseline must have had a hematoma of at least this volume (mL, planimetry).
+    min_baseline_volume_ml: float = Field(0.5, ge=0)
+    # A fall by more than both, with no procedure message, is read as an unreported evacuation.
+    evacuation_drop_ml: float = Field(5.0, ge=0)
+    evacuation_drop_fraction: float = Field(0.3, ge=0, le=1)
+    # Revised definition: intraventricular blood grown by at least this much (mL).
+    ivh_growth_ml: float = Field(1.0, gt=0)
+    # Procedure codes (HL7 ADT PR1-3, ORM^O01 OBR-4) that mean a hematoma evacuation, as
+    # "SYSTEM:CODE" (system as sent, e.g. I10P, C4, SCT) or "CODE" for any system.
+    evacuation_procedure_codes: list[str] = ["I10P:00C00ZZ", "I10P:00C03ZZ", "I10P:00C04ZZ",
+                                             "C4:61313", "C4:61315"]
+    sr_series_number: int = 9704
+    # Alert on-call staff when the follow-up shows expansion.
+    alert_on_expansion: bool = True
+
+    @model_validator(mode="after")
+    def _window(self) -> FollowupSettings:
+        self.rules()
+        return self
+
+    def rules(self) -> FollowupRules:
+        return FollowupRules(self.min_hours, self.max_hours, self.min_baseline_volume_ml,
+                             self.evacuation_drop_ml, self.evacuation_drop_fraction, self.ivh_growth_ml)
+
+
+class PerformanceSettings(_Section):
+    """The site's own accuracy (hemex performance) and the drift warning."""
+
+    # The drift check runs this often (and at start-up), over baselines of the last window_days.
+    check_interval_h: float = Field(24.0, gt=0)
+    window_days: float = Field(90.0, gt=0)
+    # No warning before this many labelled cases (and expansions) of one model version.
+    min_cases: int = Field(20, ge=1)
+    min_positives: int = Field(5, ge=1)
+    # Warn when the observed sensitivity at [prediction] risk_threshold falls below this...
+    min_sensitivity: float = Field(0.8, ge=0, le=1)
+    # ...or the expected calibration error (weighted |observed - predicted| over bins) exceeds this.
+    max_calibration_error: float = Field(0.15, ge=0, le=1)
+    calibration_bins: int = Field(5, ge=2, le=20)
+    # Sent the drift warning by e-mail (over [alerts.email]'s SMTP server; empty: log and metric only).
+    admin_email: list[str] = []
+    # BRAIN points at or above which the score counts as "expansion predicted" for its
+    # sensitivity and specificity; a site choice, not a published cut-off.
+    brain_cutoff_points: int = Field(10, ge=0, le=24)
+    bootstrap: int = Field(2000, ge=0)
 
 
 class Hl7Settings(_Section):
@@ -483,6 +674,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     cluster: ClusterSettings = ClusterSettings()
     console: ConsoleSettings = ConsoleSettings()  # issue 15: the web console
+    followup: FollowupSettings = FollowupSettings()  # issue 14
+    performance: PerformanceSettings = PerformanceSettings()  # issue 14
 
     @model_validator(mode="after")
     def _names_unique(self) -> Settings:
@@ -550,6 +743,11 @@ class Settings(BaseSettings):
     def tmp_dir(self) -> Path:
         """Objects being received, one folder per process (daemon/retention/orphans.py)."""
         return self.data_dir / "tmp"
+
+    @property
+    def node_key_path(self) -> Path:
+        """Where the node keeps its generated signing key (when none is configured)."""
+        return self.data_dir / "node.key"
 
     @property
     def console_accounts_path(self) -> Path:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the node's tests and tools use: dcmtk (storescu/storescp as scanner and
 # reference), Orthanc (the PACS in tests), dicom3tools (dciodvfy) and pixelmed-apps
-# (DicomSRValidator) to validate the SR and SEG against the standard, openssl (the TLS
+# (DicomSRValidator, kept warm in one JVM: default-jdk-headless) to validate the SR and
+# SEG against the standard, openssl (the TLS
 # tests make their certificates with it), systemd (systemd-analyze checks
 # deploy/hemex.service), postgresql (the suite's second pass keeps the node's state in a
 # real PostgreSQL server, which the tests start in a temporary folder), chromium and
@@ -21,6 +22,8 @@ command -v storescu >/dev/null || needed+=(dcmtk)
 command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ] || needed+=(orthanc)
 command -v dciodvfy >/dev/null || needed+=(dicom3tools)
 command -v DicomSRValidator >/dev/null || needed+=(pixelmed-apps)
+# The JDK's compiler runs the warm DicomSRValidator (daemon/report/java/, source-file mode).
+command -v javac >/dev/null || needed+=(default-jdk-headless)
 command -v openssl >/dev/null || needed+=(openssl)
 command -v systemd-analyze >/dev/null || needed+=(systemd)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || needed+=(postgresql)

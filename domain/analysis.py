@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +37,8 @@ class StudyAnalysis:
     skipped_series: tuple[SkippedSeries, ...] = ()
     # Seconds spent in each step of the analysis (select, load, volume, mask, ...).
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # When the analysed series was acquired (naive local time; the follow-up windows use it).
+    acquired_at: datetime | None = None
 
 
 @dataclass(frozen=True)

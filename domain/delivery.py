@@ -25,6 +25,8 @@ class DeliveryState(str, enum.Enum):
 # The one outbound HL7 endpoint ([hl7] outbound_host/port) and the one e-mail destination.
 HL7_DESTINATION = "ehr"
 EMAIL_DESTINATION = "email"
+# The node's administrator ([performance] admin_email): drift warnings.
+ADMIN_DESTINATION = "admin"
 
 
 @dataclass(frozen=True)

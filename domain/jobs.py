@@ -19,8 +19,14 @@ class JobKind(str, enum.Enum):
     REPORT_STUDY = "report_study"        # daemon/report/report_job.py
     DISPATCH_REPORT = "dispatch_report"  # daemon/dispatch/dispatch_job.py
     CLINICAL_UPDATE = "clinical_update"  # daemon/analyse/clinical_update_job.py (key: patient key)
+    NOTIFY_NOT_ANALYSED = "notify_not_analysed"  # daemon/analyse/notice_job.py
+    PAIR_FOLLOWUPS = "pair_followups"    # daemon/analyse/followup_pairing_job.py (any study of the patient)
+    REPORT_FOLLOWUP = "report_followup"  # daemon/report/followup_report_job.py (key: the follow-up study)
+    DISPATCH_FOLLOWUP = "dispatch_followup"  # daemon/dispatch/followup_dispatch_job.py (the follow-up)
+    ESCALATE_ALERT = "escalate_alert"    # daemon/report/alert_escalation_job.py (key: alert group ref)
 
 
+# The jobs whose failure for good leaves a study not analysed (and sends its notice).
 STUDY_JOBS: frozenset[JobKind] = frozenset(
     {JobKind.ANALYSE_STUDY, JobKind.FINALISE_STUDY, JobKind.REPLAY_STUDY, JobKind.REPORT_STUDY,
      JobKind.DISPATCH_REPORT})

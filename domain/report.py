@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from domain.alerts import AlertAcknowledgement
 from domain.analysis import Completion
 from domain.prediction import RiskCategory
 
@@ -28,6 +29,8 @@ class AlertFiles:
     reasons: tuple[str, ...]
     payload_path: Path  # JSON for webhooks
     email_path: Path | None  # RFC 5322 message, when e-mail is configured
+    # The alert group it joins (domain.alerts), whose code and link the files carry.
+    acknowledgement: AlertAcknowledgement | None = None
 
 
 @dataclass(frozen=True)

@@ -24,20 +24,20 @@ CT_STORAGE_SOP_CLASSES = frozenset({
 class StudyState(str, enum.Enum):
     """Where a study stands. ``failed`` and ``no_series`` carry a reason."""
 
-    RECEIVED = "received"        # images arriving (a series is still open)
-    COMPLETE = "complete"        # every series complete, analysis queued
+    RECEIVED = "received"        # images arriving; no analysis queued yet
+    COMPLETE = "complete"        # a series to analyse is complete, its analysis queued
     ANALYSING = "analysing"      # an analysis or report job is working on it
     REPORTED = "reported"        # a preliminary report went out (clinical data awaited)
     FINAL = "final"              # the final report went out
-    FAILED = "failed"            # it could not be analysed (reason kept)
-    NO_SERIES = "no_series"      # no series meets the selection rules (reasons kept)
+    FAILED = "failed"            # it could not be analysed (reason kept; notice sent)
+    NO_SERIES = "no_series"      # no series meets the selection rules (reasons kept; notice sent)
 
 
 class StudyEvent(str, enum.Enum):
     """What a stage reports about a study."""
 
     IMAGES_ARRIVED = "images_arrived"
-    ALL_SERIES_COMPLETE = "all_series_complete"
+    ANALYSIS_QUEUED = "analysis_queued"
     ANALYSIS_STARTED = "analysis_started"
     PRELIMINARY_DISPATCHED = "preliminary_dispatched"
     FINAL_DISPATCHED = "final_dispatched"
@@ -46,14 +46,17 @@ class StudyEvent(str, enum.Enum):
 
 
 S, E = StudyState, StudyEvent
+# A reported study stays reported while more images arrive: its report stands until a
+# corrected one (from a better series) goes out. A study that could not be analysed is
+# hopeful again when new images arrive.
 TRANSITIONS: dict[StudyEvent, dict[StudyState, StudyState]] = {
-    E.IMAGES_ARRIVED: {state: S.RECEIVED for state in S},
-    E.ALL_SERIES_COMPLETE: {S.RECEIVED: S.COMPLETE},
+    E.IMAGES_ARRIVED: {S.NO_SERIES: S.RECEIVED, S.FAILED: S.RECEIVED},
+    E.ANALYSIS_QUEUED: {S.RECEIVED: S.COMPLETE, S.NO_SERIES: S.COMPLETE, S.FAILED: S.COMPLETE},
     E.ANALYSIS_STARTED: {state: S.ANALYSING for state in S},
-    E.PRELIMINARY_DISPATCHED: {S.ANALYSING: S.REPORTED, S.COMPLETE: S.REPORTED},
-    E.FINAL_DISPATCHED: {S.ANALYSING: S.FINAL, S.COMPLETE: S.FINAL, S.REPORTED: S.FINAL},
+    E.PRELIMINARY_DISPATCHED: {S.ANALYSING: S.REPORTED, S.COMPLETE: S.REPORTED, S.RECEIVED: S.REPORTED},
+    E.FINAL_DISPATCHED: {S.ANALYSING: S.FINAL, S.COMPLETE: S.FINAL, S.REPORTED: S.FINAL, S.RECEIVED: S.FINAL},
     E.NO_SERIES: {S.ANALYSING: S.NO_SERIES, S.COMPLETE: S.NO_SERIES, S.RECEIVED: S.NO_SERIES},
-    E.FAILED: {state: S.FAILED for state in S if state is not S.FINAL},
+    E.FAILED: {state: S.FAILED for state in S if state not in (S.REPORTED, S.FINAL)},
 }
 del S, E
 
@@ -107,6 +110,8 @@ class ReceivedInstance:
     accession_number: str | None
     study_datetime: str | None
     expected_images: int | None
+    # mm along the normal of the image plane (None: no usable position, or multi-frame)
+    slice_position: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("sop_instance_uid", "sop_class_uid", "study_uid", "series_uid"):

@@ -176,7 +176,8 @@ def test_start_up_says_when_no_expansion_weights_are_configured(caplog: pytest.L
 def test_readme_runs_hemex_from_the_virtual_environment() -> None:
     """Only `.venv/bin/hemex` exists after the README's install; a bare `hemex status`
     would be "command not found"."""
-    commands = "serve|check-config|status|dead-letters|retry-dead|replay|echo|train|evaluate|console-user"
+    commands = ("serve|check-config|status|dead-letters|retry-dead|replay|echo|train|evaluate|console-user"
+                "|performance|export-training-set|alerts")
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     bare = re.findall(rf"(?<![/\w-])hemex (?:{commands})\b", readme)
     assert bare == []

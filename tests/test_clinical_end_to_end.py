@@ -251,10 +251,12 @@ def test_labs_after_the_ct_turn_the_preliminary_into_a_final_report(
                 anticoagulant="Y", onset="20261122081610")
     recurrent = oru("S1-HX", [obx(1, "HEMEX-RECURRENT-ICH", "N^No", "", "20261122094500", value_type="CWE",
                                   system="L")], patient_id=ct.patient_id, issuer=ISSUER)
-    acks = send_stream(waiting_node, admission("S1-ADT", ct.patient_id), labs.message("S1-LAB", ct.patient_id),
-                       recurrent)
+    # The history first: the labs complete the predictor's variables, and the final report
+    # they trigger must not race the message after them.
+    acks = send_stream(waiting_node, admission("S1-ADT", ct.patient_id), recurrent,
+                       labs.message("S1-LAB", ct.patient_id))
     assert codes_of(acks) == ["AA", "AA", "AA"]
-    assert [msa(a)[2] for a in acks] == ["S1-ADT", "S1-LAB", "S1-HX"]
+    assert [msa(a)[2] for a in acks] == ["S1-ADT", "S1-HX", "S1-LAB"]
 
     # The final report comes from the labs arriving, long before the 10 min wait runs out.
     preliminary_again, final = pacs.wait_for_srs(ct.study_uid, 2)
@@ -318,7 +320,7 @@ def test_labs_before_the_ct_out_of_order_with_duplicate_and_broken_messages(
                 anticoagulant="N", onset="20261122061610")
     lab_message = labs.message("S2-LAB", ct.patient_id)
     no_pid = msh("S2-BAD", "ORU^R01^ORU_R01") + "\rOBR|1||FX|LAB^Lab panel^L\r"
-    unsupported = msh("S2-ORM", "ORM^O01") + "\r" + pid(ct.patient_id, ISSUER) + "\r"
+    unsupported = msh("S2-SIU", "SIU^S12") + "\r" + pid(ct.patient_id, ISSUER) + "\r"
     # Labs first, then a broken one, a resend of the labs, an unsupported type, and only
     # then the admission: the same connection carries on after each refusal.
     acks = send_stream(quick_node, lab_message, no_pid, lab_message, unsupported,
@@ -327,12 +329,12 @@ def test_labs_before_the_ct_out_of_order_with_duplicate_and_broken_messages(
     assert msa(acks[1])[2] == "S2-BAD" and "PID" in msa(acks[1])[3]
     err = segment(acks[1], "ERR")
     assert err is not None and "HL70357" in err
-    assert "ORM" in msa(acks[3])[3]
+    assert "SIU" in msa(acks[3])[3]
     db = quick_node.db
     assert quick_node.hl7 is not None and quick_node.hl7.processor.wait_idle()
     with db.reading() as repos:
         (lab_message_id,) = repos.hl7_messages.with_control_id("S2-LAB")
-        assert repos.hl7_messages.with_control_id("S2-BAD") == repos.hl7_messages.with_control_id("S2-ORM") == []
+        assert repos.hl7_messages.with_control_id("S2-BAD") == repos.hl7_messages.with_control_id("S2-SIU") == []
         lab_rows = repos.clinical.observations_of_message(lab_message_id)
     assert sorted(r.observation.variable for r in lab_rows) == sorted([
         "systolic_bp_mmhg", "diastolic_bp_mmhg", "pt_inr", "platelets_10e9_per_l", "fibrinogen_g_per_l",

@@ -135,7 +135,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             with node.db.reading() as repos:
                 states = {s.identity.study_uid: s.state for s in repos.studies.recent(0)}
             return (states.get(ct.study_uid) is StudyState.FINAL
-                    and states.get(too_short.study_uid) is StudyState.NO_SERIES and len(scenario.dead()) == 5)
+                    and states.get(too_short.study_uid) is StudyState.NO_SERIES and len(scenario.dead()) == 7)
 
         wait_until(settled, timeout_s=180, interval_s=0.5)
         yield scenario
@@ -214,7 +214,9 @@ def test_studies_page_shows_state_volume_and_risk_of_todays_studies(browser: Web
 def test_study_page_shows_key_image_figures_clinical_sources_and_deliveries(
         browser: WebDriver, scenario: Scenario) -> None:
     browser.get(scenario.base + "/studies")
-    _click_to_next_page(browser, browser.find_element(By.CSS_SELECTOR, "#studies tbody tr[data-handle] a"))
+    reported = next(row for row in browser.find_elements(By.CSS_SELECTOR, "#studies tbody tr[data-handle]")
+                    if "PHANTOM-0001" in row.text)
+    _click_to_next_page(browser, reported.find_element(By.TAG_NAME, "a"))
     handle = browser.current_url.rsplit("/", 1)[-1]
     assert handle.startswith("st-") and "PHANTOM" not in browser.current_url  # no PHI in the URL
     image = browser.find_element(By.ID, "key-image")
@@ -238,31 +240,37 @@ def test_study_page_shows_key_image_figures_clinical_sources_and_deliveries(
 
 def test_alerts_page_shows_the_alert_and_where_it_went(browser: WebDriver, scenario: Scenario) -> None:
     browser.get(scenario.base + "/alerts")
-    rows = browser.find_elements(By.CSS_SELECTOR, "#alerts tbody tr")
-    assert len(rows) == 1
-    assert "PHANTOM-0001" in rows[0].text and "hematoma volume" in rows[0].text
-    assert "oncall-pager (webhook): dead" in rows[0].text
+    rows = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#alerts tbody tr")]
+    assert len(rows) == 2
+    reported = next(text for text in rows if "PHANTOM-0001" in text)
+    assert "hematoma volume" in reported and "oncall-pager (webhook): dead" in reported
+    not_analysed = next(text for text in rows if "PHANTOM-0002" in text)
+    assert "not analysed" in not_analysed and "oncall-pager (webhook): dead" in not_analysed
     _screenshot(browser, scenario, "alerts")
 
 
 def test_dead_letters_retried_from_the_console_reach_the_archive_once_it_is_back(
         browser: WebDriver, scenario: Scenario) -> None:
     browser.get(scenario.base + "/deliveries")
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")) == 5
+    # The reported study's 4 objects and alert, and the other study's "not analysed"
+    # notice SR and alert: the archive and the pager are down.
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")) == 7
     _screenshot(browser, scenario, "deliveries")
     archive = scenario.archive_comes_back()
     for row in browser.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr"):
         if "archive" in row.text:
             row.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
     _click_to_next_page(browser, browser.find_element(By.ID, "retry-selected"))
-    assert "4 dead letter(s) queued for delivery again" in _text(browser, ".flash")
-    wait_until(lambda: len(archive.receptions()) == 4, timeout_s=30, interval_s=0.2)
-    assert {r.modality for r in archive.receptions()} == {"SEG", "KO", "OT", "SR"}
-    assert scenario.dead() == [("oncall-pager", "ich-alert-risk-unknown.json")]  # not selected: still dead
+    assert "5 dead letter(s) queued for delivery again" in _text(browser, ".flash")
+    wait_until(lambda: len(archive.receptions()) == 5, timeout_s=30, interval_s=0.2)
+    assert sorted(r.modality for r in archive.receptions()) == ["KO", "OT", "SEG", "SR", "SR"]
+    # Not selected: still dead.
+    assert sorted(scenario.dead()) == [("oncall-pager", "ich-alert-risk-unknown.json"),
+                                       ("oncall-pager", "not-analysed.json")]
     browser.get(scenario.base + "/deliveries")
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")) == 1
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")) == 2
     retried = [r for r in scenario.audit() if r["action"] == "console-dead-letters-retried"]
-    assert len(retried) == 1 and retried[0]["user"] == ADMIN[0] and retried[0]["count"] == 4
+    assert len(retried) == 1 and retried[0]["user"] == ADMIN[0] and retried[0]["count"] == 5
 
 
 def test_the_doctor_on_call_sees_everything_but_cannot_retry(browser: WebDriver, scenario: Scenario) -> None:

@@ -93,3 +93,18 @@ def test_a_write_transaction_that_raises_leaves_nothing(tmp_path: Path) -> None:
         pass
     with db.reading() as repos:
         assert repos.jobs.state_of(JobKind.ANALYSE_STUDY, "1.9") is None
+
+
+@pytest.mark.sqlite_only  # the PostgreSQL pass checks its own through test_cluster's nodes
+def test_the_migrations_make_exactly_the_schema_of_schema_py(tmp_path: Path) -> None:
+    """Every revision together gives the tables, columns and indexes schema.py declares
+    (a column added to one and not the other would fail here, not in production)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from daemon.state.schema import metadata
+
+    db = Database(tmp_path / "db.sqlite3")
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    db.close()

@@ -190,3 +190,26 @@ def test_orphan_temporary_files_are_removed_at_start(tmp_path: Path) -> None:
         assert all(path.exists() for path in kept)
     finally:
         node.stop()
+
+
+def test_retention_purges_follow_up_report_folders_too(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta
+
+    from domain.followup import FollowupRules, Role, VolumeReading, observe_change
+    from domain.outcomes import FollowupBundle, ObservedOutcome
+
+    settings = Settings(data_dir=tmp_path / "data", retention={"images_days": 30, "results_days": 60})
+    db = open_database(settings.database_path)
+    at = datetime(2026, 1, 1, 8, 0)
+    change = observe_change(VolumeReading(10.0, "m", "1", at), VolumeReading(12.0, "m", "1", at + timedelta(hours=24)),
+                            FollowupRules())
+    outcome = ObservedOutcome("1.1", "st-b", "1.2", "st-f", at, at + timedelta(hours=24), Role.FOLLOWUP, change,
+                              "m", "1", "m", "1", None, None, "0.1.0")
+    folder = settings.results_dir / "st-f" / "20260102T080000.000-followup"
+    folder.mkdir(parents=True)
+    (folder / "followup-sr.dcm").write_bytes(b"sr")
+    t0 = time.time()
+    with db.transaction() as repos:
+        repos.followups.add_report(FollowupBundle("1.2", "1.1", "report_followup:x", folder, outcome, ()), t0)
+    assert purge_expired(db, settings, now=t0 + 59 * DAY).result_folders == 0
+    assert purge_expired(db, settings, now=t0 + 61 * DAY).result_folders == 1 and not folder.exists()

@@ -11,7 +11,8 @@ from daemon.jobs.runner import MAX_ATTEMPTS, JobRunner
 from daemon.state.database import Database
 from domain.errors import NoAnalysableSeriesError, UnsupportedSeriesError
 from domain.jobs import JobKind, JobState
-from domain.study import ReceivedInstance, StudyState
+from domain.report import ReportBundle, ReportObject
+from domain.study import ReceivedInstance, StudyEvent, StudyState
 from tests.support.databases import open_database
 
 KIND = JobKind.ANALYSE_STUDY
@@ -133,6 +134,8 @@ def test_an_explained_failure_fails_the_job_and_the_study_for_good(db: Database)
         assert repos.jobs.state_of(KIND, "5.5") is JobState.FAILED
         assert repos.jobs.last_error(KIND, "5.5") == "gantry tilt 40 degrees cannot be corrected"
     assert status.state is StudyState.FAILED and status.reason == "gantry tilt 40 degrees cannot be corrected"
+    # ...and its "not analysed" notice is queued in the same transaction.
+    assert _notice(db, "5.5") is JobState.PENDING
 
 
 def test_no_analysable_series_leaves_the_study_no_series_with_the_reasons(db: Database) -> None:
@@ -147,6 +150,12 @@ def test_no_analysable_series_leaves_the_study_no_series_with_the_reasons(db: Da
     with db.reading() as repos:
         status = repos.studies.status("6.6")
     assert status.state is StudyState.NO_SERIES and "localizer" in (status.reason or "")
+    assert _notice(db, "6.6") is JobState.PENDING
+
+
+def _notice(db: Database, study: str) -> JobState | None:
+    with db.reading() as repos:
+        return repos.jobs.state_of(JobKind.NOTIFY_NOT_ANALYSED, study)
 
 
 def test_a_bug_is_retried_then_fails_the_study(db: Database) -> None:
@@ -171,3 +180,25 @@ def test_a_bug_is_retried_then_fails_the_study(db: Database) -> None:
     with db.transaction() as repos:
         repos.jobs.enqueue(KIND, "8.8", clock.now, clock.now)
     assert _state(db, "8.8") is JobState.PENDING
+
+
+def test_a_failed_reanalysis_leaves_the_earlier_report_standing(db: Database, tmp_path: Path) -> None:
+    """A better series arrived and its analysis failed: the study keeps its report and
+    its state, and no "not analysed" notice goes out over it."""
+    _study(db, "9.9")
+    bundle = ReportBundle("9.9", "analyse_study:digest", "COMPLETE", "unavailable", tmp_path,
+                          (ReportObject("sr.dcm", "SR", "2.25.1", tmp_path / "sr.dcm"),))
+    with db.transaction() as repos:
+        repos.results.add(bundle, 0.0)
+        repos.studies.record_event("9.9", StudyEvent.ANALYSIS_STARTED, 0.0)
+        repos.studies.record_event("9.9", StudyEvent.FINAL_DISPATCHED, 0.0)
+        repos.jobs.enqueue(KIND, "9.9", 0.0, 0.0)
+
+    def handler(key: str) -> None:
+        raise UnsupportedSeriesError("slices missing")
+
+    JobRunner(db, {KIND: handler}).run_pending()
+    with db.reading() as repos:
+        assert repos.studies.status("9.9").state is StudyState.FINAL
+        assert repos.jobs.state_of(KIND, "9.9") is JobState.FAILED
+    assert _notice(db, "9.9") is None

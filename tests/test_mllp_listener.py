@@ -81,10 +81,10 @@ def test_ae_when_required_fields_or_segments_are_missing(intake: Intake) -> None
 
 def test_ar_for_unsupported_message_type_and_version(intake: Intake) -> None:
     with MllpClient(intake.port) as client:
-        wrong_type = client.send(msh("C4", "ORM^O01") + "\r" + pid() + "\r")
+        wrong_type = client.send(msh("C4", "SIU^S12") + "\r" + pid() + "\r")
         wrong_event = client.send(msh("C5", "ADT^A03") + "\r" + pid() + "\r")
         wrong_version = client.send(msh("C6", "ADT^A01", version="3.0") + "\r" + pid() + "\r")
-    assert msa(wrong_type)[1:3] == ["AR", "C4"] and r"ORM\S\O01" in msa(wrong_type)[3]  # ^ escaped
+    assert msa(wrong_type)[1:3] == ["AR", "C4"] and r"SIU\S\S12" in msa(wrong_type)[3]  # ^ escaped
     assert msa(wrong_event)[1] == "AR"
     assert msa(wrong_version)[1] == "AR" and "version" in msa(wrong_version)[3]
     assert intake.messages() == []

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import random
+import signal
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,11 +33,14 @@ from daemon.report.sr_builder import (
     build_measurement_report,
 )
 from daemon.report.validation import (
+    SR_VALIDATOR,
     encode_dataset,
     validate_report_objects,
+    validate_sr_file,
     validator_errors,
     write_dataset,
 )
+from daemon.report.warm_validator import WarmSrValidator
 from domain.analysis import StudyAnalysis
 from domain.brain_score import BrainScore
 from domain.clinical import ClinicalVariables
@@ -483,3 +489,63 @@ def test_key_images_point_at_the_largest_hematoma_slice(built):
     validate_report_objects([kos], require_tools=True)
     assert build_key_images(built["preliminary"], built["headers"], built["volume"], _mask(empty=True),
                             SETTINGS) is None
+
+
+# --- the warm DicomSRValidator -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def warm_validator() -> Iterator[WarmSrValidator]:
+    validator = WarmSrValidator()
+    assert validator.available, "java and pixelmed (deploy/install-system-packages.sh) are needed"
+    validator.start()
+    yield validator
+    validator.close()
+
+
+def _procedure_outside_cid_100(built: dict[str, object]) -> Dataset:
+    broken = _read_back(built["prelim_sr"])  # type: ignore[arg-type]
+    for item in walk_content(broken):
+        if item.ValueType == "CODE" and item.ConceptNameCodeSequence[0].CodeValue == "121058":
+            item.ConceptCodeSequence[0].CodeValue = "30799-1"
+            item.ConceptCodeSequence[0].CodeMeaning = "CT Head WO contrast"
+    return broken
+
+
+def test_the_warm_validator_gives_the_one_shot_verdict(built, warm_validator, tmp_path: Path):
+    """Same errors, line for line, from the warm JVM and from the command line."""
+    validate_report_objects([built["prelim_sr"], built["final_sr"]], require_tools=True,
+                            sr_validator=warm_validator)
+    path = tmp_path / "broken.dcm"
+    write_dataset(_procedure_outside_cid_100(built), path)
+    one_shot = validator_errors(SR_VALIDATOR, validate_sr_file(path, None, timeout_s=120))
+    warm = validator_errors(SR_VALIDATOR, warm_validator.validate(path, timeout_s=120))
+    assert warm == one_shot and any("context group 100" in line for line in warm)
+    with pytest.raises(ReportBuildError, match="DicomSRValidator.*Error.*context group 100"):
+        validate_report_objects([_procedure_outside_cid_100(built)], require_tools=True,
+                                sr_validator=warm_validator)
+
+
+def test_a_dead_warm_validator_is_restarted_and_the_sr_still_checked(built, tmp_path: Path, caplog):
+    validator = WarmSrValidator()
+    validator.start()
+    try:
+        path = tmp_path / "sr.dcm"
+        write_dataset(built["final_sr"], path)  # type: ignore[arg-type]
+        assert validator_errors(SR_VALIDATOR, validator.validate(path, timeout_s=120)) == []
+        pid = validator.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        with (caplog.at_level(logging.WARNING, logger="daemon.report.validation"),
+              pytest.raises(ReportBuildError, match="context group 100")):
+            validate_report_objects([_procedure_outside_cid_100(built)], require_tools=True,
+                                    sr_validator=validator)
+        assert "one-shot DicomSRValidator instead" in caplog.text
+        # The next request starts a new JVM.
+        assert validator_errors(SR_VALIDATOR, validator.validate(path, timeout_s=120)) == []
+    finally:
+        validator.close()
+
+
+def test_without_java_the_warm_validator_is_not_available(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert not WarmSrValidator().available

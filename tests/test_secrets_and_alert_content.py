@@ -135,13 +135,16 @@ def test_start_up_warns_for_each_secret_or_identifier_sent_in_clear(tmp_path: Pa
         "webhooks": [{"name": "plain", "url": f"http://pager:{SECRET}@10.1.2.3/hook", "token": SECRET},
                      {"name": "secure", "url": "https://10.1.2.3/hook", "token": SECRET}],
         "email": {"enabled": True, "smtp_host": "mail.example.org", "username": "hemex", "password": SECRET,
-                  "recipients": ["oncall@example.org"]}},
+                  "recipients": ["oncall@example.org"]},
+        "contacts": [{"name": "neuro", "webhook_url": "http://10.1.2.4/page", "webhook_token": SECRET}],
+        "roster": [{"contacts": ["neuro"]}],
+        "acknowledgement": {"public_url": "http://hemex.example.org:9464"}},
         hl7={"host": "0.0.0.0", "outbound_host": "ehr.example.org"})
     warnings = plaintext_warnings(settings)
     text = "\n".join(warnings)
     assert SECRET not in text
     for setting in ("alerts.webhooks[plain]", "alerts.email", "hl7.tls_cert", "hl7.outbound_tls_ca",
-                    "dicom.tls_cert"):
+                    "dicom.tls_cert", "alerts.contacts[neuro].webhook_url", "alerts.acknowledgement.public_url"):
         assert setting in text, setting
     assert "alerts.webhooks[secure]" not in text
     quiet = load_settings(None, data_dir=tmp_path / "data", dicom={"host": "127.0.0.1"},
@@ -160,3 +163,37 @@ def test_start_up_warns_for_each_secret_or_identifier_sent_in_clear(tmp_path: Pa
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("alerts.webhooks[plain]" in line and "bearer token" in line for line in logged)
     assert not any(SECRET in line for line in logged)
+
+
+def test_the_not_analysed_and_follow_up_alerts_follow_the_same_setting() -> None:
+    """Every kind of alert builds its study block in one place (alert_message.study_identifiers)."""
+    from datetime import datetime, timedelta
+
+    from daemon.report.followup_alert import build_followup_payload, email_text
+    from daemon.report.notice_alert import notice_email, notice_payload
+    from domain.followup import FollowupRules, Role, VolumeReading, observe_change
+    from domain.notice import NotAnalysedNotice
+    from domain.outcomes import ObservedOutcome
+    from domain.study import StudyState
+
+    identity = _study().identity
+    notice = NotAnalysedNotice(identity, StudyState.NO_SERIES, "no axial series", (), "0.1.0")
+    at = datetime(2026, 11, 22, 9, 30)
+    change = observe_change(VolumeReading(10.0, "m", "1", at), VolumeReading(20.0, "m", "1", at + timedelta(hours=8)),
+                            FollowupRules())
+    outcome = ObservedOutcome("1.2.826.0.1.3680043.10.1341.77.0", "st-base", identity.study_uid, identity.handle,
+                              at, at + timedelta(hours=8), Role.FOLLOWUP, change, "m", "1", "m", "1", None, None,
+                              "0.1.0")
+    texts = {
+        "notice": json.dumps(notice_payload(notice)) + notice_email(notice_payload(notice), notice).decode(),
+        "followup": json.dumps(build_followup_payload(identity, outcome, "0.1.0"))
+        + "".join(email_text(build_followup_payload(identity, outcome, "0.1.0"))),
+    }
+    for kind, text in texts.items():
+        assert identity.handle in text, kind
+        for identifier in (PATIENT_ID, ACCESSION, "HOSP-A", identity.study_uid, "1.2.826.0.1.3680043.10.1341.77.0",
+                           "2026-11-22"):
+            assert identifier not in text, (kind, identifier)
+    everything = json.dumps(build_followup_payload(identity, outcome, "0.1.0", identifiers="all"))
+    assert PATIENT_ID in everything and "1.2.826.0.1.3680043.10.1341.77.0" in everything
+    assert PATIENT_ID in json.dumps(notice_payload(notice, identifiers="all"))

@@ -1,18 +1,27 @@
-"""Series tracking with an injected clock: quiet periods, studies with several series,
-the expected image count, and durable timers that a restarted node (or another one)
-finds in the database."""
+"""Series tracking and the study-level decision, with an injected clock: quiet periods,
+slice stacks, studies with several series (scout, bone, thick and thin soft tissue), the
+expected image count, and durable timers that a restarted node (or another one) finds in
+the database. The images are tiny synthetic CT slices (8 x 8 pixels, not anatomy)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import pydicom
+
 from daemon.assemble.series_tracker import SeriesTracker
-from daemon.config import SeriesCompletionSettings
+from daemon.config import SeriesCompletionSettings, SeriesSelectionSettings
+from daemon.receive.instance_header import read_instance_header
 from daemon.receive.instance_store import InstanceStore
-from daemon.state.database import Database
 from domain.jobs import JobKind, JobState
-from domain.study import ReceivedInstance, StudyState
+from domain.study import StudyState
 from tests.support.databases import open_database
+from tests.support.dicom_listener import tiny_ct
+
+# Small series stand in for real ones: 4 slices are enough to be analysable here.
+SELECTION = SeriesSelectionSettings(min_slices=4)
+SETTLE_S = 10.0
 
 
 class Clock:
@@ -23,67 +32,125 @@ class Clock:
         return self.now
 
 
-def _instance(study: str, series: str, sop: str, expected: int | None = None) -> ReceivedInstance:
-    return ReceivedInstance(sop, "1.2.840.10008.5.1.4.1.1.2", study, series, "CT", "Head", "P1", "HOSP",
-                            "ACC1", "20261122120000", expected)
+class Node:
+    """The receive path's store and tracker on one database, with the test's clock."""
+
+    def __init__(self, folder: Path, clock: Clock, quiet_s: float = 30.0) -> None:
+        self.folder, self.clock = folder, clock
+        self.db = open_database(folder / "db.sqlite3")
+        settings = SeriesCompletionSettings(quiet_period_s=quiet_s, confirm_s=1.0, min_stack_slices=4,
+                                            study_settle_s=SETTLE_S)
+        self.tracker = SeriesTracker(self.db, settings, clock=clock, selection=SELECTION)
+        self.store = InstanceStore(self.db, folder / "spool", 0, self.tracker, clock=clock)
+
+    def send(self, study: str, series: str, index: int, *, thickness: float = 2.5, kernel: str = "H30s",
+             image_type: str = "ORIGINAL\\PRIMARY\\AXIAL", expected: int | None = None,
+             position: float | None = None) -> None:
+        path = tiny_ct(self.folder / "in" / f"{series}-{index}.dcm", study, series, index)
+        ds = pydicom.dcmread(path)
+        ds.SliceThickness = thickness
+        ds.ConvolutionKernel = kernel
+        ds.ImageType = image_type
+        ds.ImagePositionPatient = [0, 0, thickness * index if position is None else position]
+        if expected is None:
+            del ds.ImagesInAcquisition
+        else:
+            ds.ImagesInAcquisition = expected
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        self.store.store(read_instance_header(ds), buffer.getvalue(), "STORESCU")
+
+    def series(self, study: str, series: str, count: int, **kwargs: object) -> None:
+        for index in range(count):
+            self.send(study, series, index, **kwargs)  # type: ignore[arg-type]
+
+    def analysis_job(self, study: str) -> tuple[JobState | None, float | None]:
+        with self.db.reading() as repos:
+            state = repos.jobs.state_of(JobKind.ANALYSE_STUDY, study)
+            due = repos.jobs.next_due_at()
+        return state, due
+
+    def state(self, study: str) -> StudyState:
+        with self.db.reading() as repos:
+            return repos.studies.status(study).state
 
 
-def _node(db_path: Path, clock: Clock, quiet_s: float) -> tuple[Database, InstanceStore, SeriesTracker]:
-    db = open_database(db_path)
-    tracker = SeriesTracker(db, SeriesCompletionSettings(quiet_period_s=quiet_s), clock=clock)
-    return db, InstanceStore(db, db_path.parent / "spool", 0, tracker, clock=clock), tracker
+def _node(tmp_path: Path, quiet_s: float = 30.0) -> Node:
+    return Node(tmp_path, Clock(), quiet_s)
 
 
-def _analysis_job(db: Database, study: str) -> JobState | None:
-    with db.reading() as repos:
-        return repos.jobs.state_of(JobKind.ANALYSE_STUDY, study)
+def test_a_usable_series_is_analysed_while_a_bone_series_is_still_arriving(tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    node.series("1.1", "1.1.1", 6)               # soft tissue, 2.5 mm
+    node.series("1.1", "1.1.2", 3, kernel="H70h")  # bone kernel, still arriving
+    node.clock.now += 1.0
+    node.tracker.check_due()
+    assert node.analysis_job("1.1") == (JobState.PENDING, node.clock.now)
+    assert node.state("1.1") is StudyState.COMPLETE
 
 
-def test_study_is_queued_once_all_its_series_are_quiet(tmp_path: Path) -> None:
-    clock = Clock()
-    db, store, tracker = _node(tmp_path / "db.sqlite3", clock, quiet_s=5.0)
-    store.store(_instance("1.1", "1.1.1", "1.1.1.1"), b"x", "STORESCU")
-    clock.now += 3
-    store.store(_instance("1.1", "1.1.2", "1.1.2.1"), b"x", "STORESCU")
-    clock.now += 2.5  # the first series is quiet, the second is not
-    assert tracker.check_due() == 1
-    assert _analysis_job(db, "1.1") is None
-    with db.reading() as repos:
-        assert repos.studies.status("1.1").state is StudyState.RECEIVED
-    clock.now += 2.5
-    assert tracker.check_due() == 1
-    assert _analysis_job(db, "1.1") is JobState.PENDING
-    with db.reading() as repos:
-        assert repos.studies.status("1.1").state is StudyState.COMPLETE
-    assert tracker.check_due() == 0  # nothing open any more
+def test_the_study_waits_for_a_thinner_series_still_arriving(tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    node.series("1.2", "1.2.1", 6, thickness=5.0)
+    node.series("1.2", "1.2.2", 2, thickness=1.0)   # thinner, 2 slices in so far
+    node.clock.now += 1.0
+    node.tracker.check_due()  # the 5 mm series is a whole stack; the 1 mm one is not yet
+    assert node.analysis_job("1.2") == (None, None)
+    assert node.state("1.2") is StudyState.RECEIVED
+    for index in range(2, 8):
+        node.send("1.2", "1.2.2", index, thickness=1.0)
+    node.clock.now += 1.0
+    node.tracker.check_due()
+    assert node.analysis_job("1.2")[0] is JobState.PENDING
+
+
+def test_a_scout_alone_queues_nothing_to_fail_and_the_study_settles_first(tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    node.send("1.3", "1.3.1", 0, image_type="ORIGINAL\\PRIMARY\\LOCALIZER", expected=1)
+    # The scout is complete at once (its expected count); nothing can be analysed and
+    # nothing is arriving: the analysis job waits until the study has settled.
+    assert node.analysis_job("1.3") == (JobState.PENDING, node.clock.now + SETTLE_S)
+    assert node.state("1.3") is StudyState.RECEIVED
 
 
 def test_expected_count_completes_without_waiting(tmp_path: Path) -> None:
-    clock = Clock()
-    db, store, _ = _node(tmp_path / "db.sqlite3", clock, quiet_s=3600)
-    for i in range(2):
-        store.store(_instance("2.1", "2.1.1", f"2.1.1.{i}", expected=2), b"x", "STORESCU")
-    assert _analysis_job(db, "2.1") is JobState.PENDING
+    node = _node(tmp_path, quiet_s=3600)
+    node.series("2.1", "2.1.1", 4, expected=4)
+    assert node.analysis_job("2.1")[0] is JobState.PENDING
 
 
-def test_an_image_after_completion_reopens_the_series_and_the_study(tmp_path: Path) -> None:
-    clock = Clock()
-    db, store, tracker = _node(tmp_path / "db.sqlite3", clock, quiet_s=5.0)
-    store.store(_instance("4.1", "4.1.1", "4.1.1.1"), b"x", "STORESCU")
-    clock.now += 6
-    tracker.check_due()
-    store.store(_instance("4.1", "4.1.1", "4.1.1.2"), b"x", "STORESCU")
-    with db.reading() as repos:
-        assert repos.studies.status("4.1").state is StudyState.RECEIVED
+def test_a_stack_with_a_gap_waits_the_quiet_period(tmp_path: Path) -> None:
+    node = _node(tmp_path, quiet_s=30.0)
+    for index in (0, 1, 2, 4, 5, 6):
+        node.send("2.2", "2.2.1", index)
+    node.clock.now += 1.0
+    node.tracker.check_due()
+    assert node.analysis_job("2.2") == (None, None)
+    node.clock.now += 29.0
+    node.tracker.check_due()
+    assert node.analysis_job("2.2")[0] is JobState.PENDING
+
+
+def test_an_image_after_completion_reopens_the_series(tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    node.series("4.1", "4.1.1", 5)
+    node.clock.now += 1.0
+    node.tracker.check_due()
+    node.send("4.1", "4.1.1", 5)
+    with node.db.reading() as repos:
         assert repos.images.open_series() == ["4.1.1"]
+    node.clock.now += 1.0
+    assert node.tracker.check_due() == 1  # complete again: a new analysis is queued
+    assert node.analysis_job("4.1")[0] is JobState.PENDING
 
 
 def test_open_series_timers_survive_a_restart(tmp_path: Path) -> None:
-    clock = Clock()
-    _, store, _ = _node(tmp_path / "db.sqlite3", clock, quiet_s=30.0)
-    store.store(_instance("3.1", "3.1.1", "3.1.1.1"), b"x", "STORESCU")
+    node = _node(tmp_path)
+    for index in (0, 2):  # a gap: only the quiet period completes it
+        node.send("3.1", "3.1.1", index)
     # The process "dies"; a new one opens the same database later.
+    clock = node.clock
     clock.now += 31
-    db, _, tracker = _node(tmp_path / "db.sqlite3", clock, quiet_s=30.0)
-    assert tracker.check_due() == 1
-    assert _analysis_job(db, "3.1") is JobState.PENDING
+    again = Node(tmp_path, clock)
+    assert again.tracker.check_due() == 1
+    assert again.analysis_job("3.1")[0] is JobState.PENDING

@@ -25,7 +25,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from daemon.analyse.clinical_match import match_clinical
-from daemon.analyse.series_selection import SeriesCandidate, select_series
+from daemon.analyse.series_selection import SeriesCandidate, decide_study, select_series
 from daemon.config import Settings
 from daemon.jobs.wakeup import Wakeup
 from daemon.stage_timer import StageTimer
@@ -40,7 +40,7 @@ from domain.handles import study_handle
 from domain.imaging import CTVolume, HematomaMask
 from domain.jobs import JobKind, JobState
 from domain.prediction import prediction_unavailable_reason, risk_category
-from domain.study import StudyEvent, StudyIdentity
+from domain.study import SeriesSelection, StudyEvent, StudyIdentity
 from domain.version import __version__
 from inference.masking.base import HematomaMasker
 from inference.measurements import measure_hematoma
@@ -85,21 +85,26 @@ class AnalyseStage:
         self._clock = clock
 
     # --- job handlers -----------------------------------------------------------------
-    def analyse_study(self, study_uid: str) -> None:
-        """First analysis; PARTIAL (preliminary) when clinical variables are still missing.
+    def analyse_study(self, study_uid: str) -> float | None:
+        """Analyse the study's best complete series, unless it was analysed before;
+        PARTIAL (preliminary) when clinical variables are still missing.
+
+        Takes the study-level decision again (``decide_study``): waits while a thinner
+        series is still arriving; when no series can be analysed, asks to run again
+        until the study has settled (``series.study_settle_s`` after its last image),
+        then marks it ``no_series`` and queues its "not analysed" notice.
 
         Raises
         ------
-        NoAnalysableSeriesError
-            No series meets the selection rules (the reasons are in the message).
         UnsupportedSeriesError
             The chosen series' geometry cannot be used.
         """
-        self._analyse(study_uid, JobKind.ANALYSE_STUDY)
+        return self._analyse(study_uid, JobKind.ANALYSE_STUDY, study_level=True)
 
-    def replay_study(self, study_uid: str) -> None:
+    def replay_study(self, study_uid: str) -> float | None:
         """``hemex replay``: analyse again from the stored images, whatever was made before."""
         self._analyse(study_uid, JobKind.REPLAY_STUDY, salt=f":{self._clock():.6f}")
+        return None
 
     def finalise_study(self, study_uid: str) -> float | None:
         """Final report (COMPLETE) that reuses its preliminary report's mask and SEG.
@@ -123,16 +128,29 @@ class AnalyseStage:
 
     # --- the analysis -------------------------------------------------------------------
     def _analyse(self, study_uid: str, kind: JobKind, completion: Completion | None = None,
-                 reuse_mask_of: Path | None = None, salt: str = "") -> None:
+                 reuse_mask_of: Path | None = None, salt: str = "", study_level: bool = False) -> float | None:
         timer = StageTimer()
-        with self._db.transaction() as repos:
-            repos.studies.record_event(study_uid, StudyEvent.ANALYSIS_STARTED, self._clock())
+        with self._db.reading() as repos:
             identity = repos.studies.identity(study_uid)
-            series = repos.images.complete_series_of(study_uid)
+            series = repos.images.series_of_study(study_uid)
+            last_received_at = repos.studies.last_received_at(study_uid)
         with timer.stage("select"):
-            candidates = [SeriesCandidate(uid, count, pydicom.dcmread(path, stop_before_pixels=True))
-                          for uid, count, path in series]
-            selection = select_series(candidates, self._settings.selection)
+            candidates = [(s.complete, SeriesCandidate(s.series_uid, s.instance_count,
+                                                       pydicom.dcmread(s.sample_path, stop_before_pixels=True)))
+                          for s in series]
+            complete = [c for done, c in candidates if done]
+            selection = select_series(complete, self._settings.selection)
+        if study_level:
+            decision = decide_study(complete, [c for done, c in candidates if not done], self._settings.selection)
+            if decision.action == "wait":
+                log.info("analysis waits study=%s reason=%s", identity.handle, decision.reason)
+                return None
+            if decision.action == "nothing_usable":
+                settled_at = (last_received_at or 0.0) + self._settings.series.study_settle_s
+                if self._clock() < settled_at:
+                    return settled_at - self._clock()
+                self._not_analysable(identity, selection)
+                return None
         for skipped in selection.skipped:
             log.info("series skipped study=%s series=%s reason=%s", identity.handle,
                      study_handle(skipped.series_uid), skipped.reason)
@@ -144,9 +162,12 @@ class AnalyseStage:
             stored = repos.analyses.by_input_key(input_key)
             paths = repos.images.paths_of_series(series_uid)
         if stored is not None:
-            log.info("analysis already stored study=%s: report queued", identity.handle)
+            log.info("analysis already stored study=%s series=%s: report queued", identity.handle,
+                     study_handle(series_uid))
             self._hand_on(study_uid)
-            return
+            return None
+        with self._db.transaction() as repos:
+            repos.studies.record_event(study_uid, StudyEvent.ANALYSIS_STARTED, self._clock())
         with timer.stage("load"):
             datasets = [pydicom.dcmread(path) for path in paths]
         with timer.stage("volume"):
@@ -180,7 +201,7 @@ class AnalyseStage:
             prediction_unavailable=None if prediction is not None else prediction_unavailable_reason(
                 self._predictor is not None, missing),
             clinical_sources=dict(matched.provenance), skipped_series=selection.skipped,
-            stage_seconds=timer.seconds,
+            stage_seconds=timer.seconds, acquired_at=ct_time,
         )
         now = self._clock()
         folder = ensure_private_dir(result_folder(self._settings.results_dir, identity.handle, completion, now))
@@ -192,6 +213,18 @@ class AnalyseStage:
         log.info("study analysed study=%s completion=%s volume_ml=%.1f risk=%s missing=%s stages=%s",
                  identity.handle, completion, measurements.volume_ml, analysis.risk_category,
                  ",".join(missing) or "-", json.dumps(timer.seconds))
+        if self._wakeup is not None:
+            self._wakeup.notify()
+        return None
+
+    def _not_analysable(self, identity: StudyIdentity, selection: SeriesSelection) -> None:
+        """No series can be analysed and none is arriving: ``no_series`` and the notice."""
+        now = self._clock()
+        reason = "no series meets the selection rules: " + (selection.reasons or "no complete series")
+        with self._db.transaction() as repos:
+            repos.studies.record_event(identity.study_uid, StudyEvent.NO_SERIES, now, reason)
+            repos.jobs.enqueue(JobKind.NOTIFY_NOT_ANALYSED, identity.study_uid, now, now)
+        log.info("study not analysable study=%s reason=%s", identity.handle, reason)
         if self._wakeup is not None:
             self._wakeup.notify()
 

@@ -1,7 +1,8 @@
 """Job kind clinical_update: a patient's clinical data changed; finalise their studies now.
 
 Input: a patient key (queued by the HL7 intake in the transaction that applied the
-message). Output: ``finalise_study`` jobs, due now, for each study of that patient whose
+message). Output: a ``pair_followups`` job for the patient (merges and procedures change
+pairing and labels) and ``finalise_study`` jobs, due now, for each study of that patient whose
 predictor variables are now all known and that waits for them: its preliminary report
 went out, or it is still being analysed (its clinical lookup may have run before the
 data arrived, and its preliminary report would otherwise wait the whole
@@ -31,18 +32,27 @@ class ClinicalUpdateStage:
     """Runs ``clinical_update`` jobs."""
 
     def __init__(self, settings: Hl7Settings, db: Database, wakeup: Wakeup | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, pair_followups: bool = False) -> None:
         self._settings = settings
+        self._pair_followups = pair_followups
         self._db = db
         self._wakeup = wakeup
         self._clock = clock
 
     def clinical_update(self, patient_key: str) -> None:
-        """Queue the final report of each waiting study of the patient whose variables are in."""
+        """Queue the final report of each waiting study of the patient whose variables are in,
+        and (with ``pair_followups``) the patient's follow-up pairing again: a merge or a
+        reported evacuation can change it."""
         queued = 0
         with self._db.transaction() as repos:
             identifiers = repos.clinical.identifiers_of(int(patient_key))
-            for identity in repos.studies.matching_identifiers(identifiers):
+            studies = repos.studies.matching_identifiers(identifiers)
+            reported = [s.study_uid for s in studies if repos.results.latest(s.study_uid) is not None]
+            if self._pair_followups and reported:
+                now = self._clock()
+                repos.jobs.enqueue(JobKind.PAIR_FOLLOWUPS, reported[0], now, now)
+                queued += 1
+            for identity in studies:
                 matched = match_clinical(repos, identity, parse_dicom_datetime(identity.study_datetime),
                                          self._settings)
                 if matched.variables.missing(PREDICTOR_VARIABLES):

@@ -1,6 +1,10 @@
 """Choose the one series of a study to analyse: axial non-contrast soft-tissue head CT,
 thinnest slices. Rules are data (SeriesSelectionSettings); every skipped series gets an
-explicit reason, which is logged and kept with the study."""
+explicit reason, which is logged and kept with the study.
+
+``decide_study`` takes the study-level decision when one of its series completes:
+analyse now, wait for a better series still being received, or nothing usable.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -53,8 +58,12 @@ def _axial_tilt_deg(ds: Dataset) -> float | None:
     return math.degrees(math.acos(min(1.0, abs(normal[2]) / length)))
 
 
-def rejection_reason(candidate: SeriesCandidate, rules: SeriesSelectionSettings) -> str | None:
-    """Why this series cannot be analysed, or None when it can."""
+def rejection_reason(candidate: SeriesCandidate, rules: SeriesSelectionSettings,
+                     receiving: bool = False) -> str | None:
+    """Why this series cannot be analysed, or None when it can.
+
+    ``receiving``: the series is still arriving, so its slice count is not judged yet.
+    """
     ds = candidate.header
     modality = _text(ds, "Modality")
     if modality not in rules.modalities:
@@ -82,7 +91,7 @@ def rejection_reason(candidate: SeriesCandidate, rules: SeriesSelectionSettings)
         return "no image orientation"
     if tilt > rules.max_axial_tilt_deg:
         return f"not axial: image plane {tilt:.0f} degrees from axial"
-    if candidate.slice_count < rules.min_slices:
+    if not receiving and candidate.slice_count < rules.min_slices:
         return f"{candidate.slice_count} slices, fewer than {rules.min_slices}"
     thickness = _slice_thickness(ds)
     if thickness is not None and thickness > rules.max_slice_thickness_mm:
@@ -99,6 +108,47 @@ def _slice_thickness(ds: Dataset) -> float | None:
     return float(value) if value not in (None, "") else None
 
 
+def preference(candidate: SeriesCandidate) -> tuple[float, int]:
+    """Sort key of eligible series: thinnest slices first, then most slices."""
+    return (_slice_thickness(candidate.header) or 99.0, -candidate.slice_count)
+
+
+StudyAction = Literal["analyse", "wait", "nothing_usable"]
+
+
+@dataclass(frozen=True)
+class StudyDecision:
+    """What to do with a study now that one of its series is complete.
+
+    ``analyse``: its best complete series is ``series_uid``, and no series still being
+    received would be preferred to it. ``wait``: a series still being received could be
+    analysed and would be preferred (or is the only hope). ``nothing_usable``: no series
+    can be analysed and none is being received.
+    """
+
+    action: StudyAction
+    series_uid: str | None
+    reason: str
+
+
+def decide_study(complete: Sequence[SeriesCandidate], receiving: Sequence[SeriesCandidate],
+                 rules: SeriesSelectionSettings) -> StudyDecision:
+    """Analyse now, wait for a series on its way, or nothing usable (see StudyDecision)."""
+    selection = select_series(complete, rules)
+    hopeful = sorted((c for c in receiving if rejection_reason(c, rules, receiving=True) is None), key=preference)
+    if selection.chosen_series_uid is None:
+        if hopeful:
+            return StudyDecision("wait", None, "no complete series can be analysed yet; one is still arriving")
+        return StudyDecision("nothing_usable", None, "no series meets the selection rules: " + selection.reasons)
+    chosen = next(c for c in complete if c.series_uid == selection.chosen_series_uid)
+    best_thickness = preference(chosen)[0]
+    if hopeful and preference(hopeful[0])[0] < best_thickness:
+        return StudyDecision("wait", selection.chosen_series_uid,
+                             f"a thinner series is still arriving ({preference(hopeful[0])[0]:g} mm"
+                             f" against {best_thickness:g} mm)")
+    return StudyDecision("analyse", selection.chosen_series_uid, "best complete series")
+
+
 def select_series(candidates: Sequence[SeriesCandidate], rules: SeriesSelectionSettings) -> SeriesSelection:
     """Pick the thinnest eligible series (ties: most slices); explain every other one."""
     eligible: list[SeriesCandidate] = []
@@ -111,7 +161,7 @@ def select_series(candidates: Sequence[SeriesCandidate], rules: SeriesSelectionS
             skipped.append(SkippedSeries(candidate.series_uid, reason))
     if not eligible:
         return SeriesSelection(None, tuple(skipped))
-    eligible.sort(key=lambda c: (_slice_thickness(c.header) or 99.0, -c.slice_count))
+    eligible.sort(key=preference)
     chosen = eligible[0]
     for other in eligible[1:]:
         skipped.append(SkippedSeries(other.series_uid, (

@@ -14,6 +14,7 @@ import email.utils
 import logging
 import smtplib
 import ssl
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from daemon.config import EmailSettings, read_secret
@@ -24,9 +25,13 @@ log = logging.getLogger(__name__)
 class EmailChannel:
     """``send(destination, path)`` channel for ``[alerts.email]``."""
 
-    def __init__(self, settings: EmailSettings, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, settings: EmailSettings, ssl_context: ssl.SSLContext | None = None,
+                 addresses: Mapping[str, Sequence[str]] | None = None) -> None:
         self._settings = settings
         self._ssl_context = ssl_context or ssl.create_default_context()
+        # Destinations other than "email" (the configured recipients): roster contacts
+        # ("contact:<name>") and the admin ("admin"), each with its own addresses.
+        self._addresses = {name: list(values) for name, values in (addresses or {}).items()}
 
     def send(self, destination: str, path: Path) -> None:
         """Send the message stored at ``path``.
@@ -39,16 +44,17 @@ class EmailChannel:
             A 5xx reply (including a failed login), no recipients, or e-mail disabled.
         """
         settings = self._settings
-        if not settings.enabled or not settings.recipients:
-            raise PermanentDeliveryError("e-mail alerts are disabled or have no recipients")
+        recipients = self._addresses.get(destination, settings.recipients)
+        if not settings.enabled or not recipients:
+            raise PermanentDeliveryError(f"e-mail is disabled or {destination!r} has no recipients")
         message = email.message_from_bytes(Path(path).read_bytes(), policy=email.policy.SMTP)
         for header in ("From", "To", "Date"):
             del message[header]
         message["From"] = settings.sender
-        message["To"] = ", ".join(settings.recipients)
+        message["To"] = ", ".join(recipients)
         message["Date"] = email.utils.formatdate(localtime=False)
         try:
-            self._deliver(message)
+            self._deliver(message, recipients)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             if all(code >= 500 for code in codes):
@@ -61,9 +67,9 @@ class EmailChannel:
         except (smtplib.SMTPException, OSError) as exc:  # refused, dropped, timed out, TLS failed
             raise DeliveryError(f"SMTP {settings.smtp_host}:{settings.smtp_port} unreachable:"
                                 f" {type(exc).__name__}") from exc
-        log.info("email sent recipients=%d", len(settings.recipients))
+        log.info("email sent destination=%s recipients=%d", destination, len(recipients))
 
-    def _deliver(self, message: email.message.Message) -> None:
+    def _deliver(self, message: email.message.Message, recipients: list[str]) -> None:
         settings = self._settings
         smtp: smtplib.SMTP
         if settings.use_ssl:
@@ -76,4 +82,4 @@ class EmailChannel:
                 smtp.starttls(context=self._ssl_context)
             if settings.username:
                 smtp.login(settings.username, read_secret(settings.password, settings.password_file) or "")
-            smtp.send_message(message, from_addr=settings.sender, to_addrs=list(settings.recipients))
+            smtp.send_message(message, from_addr=settings.sender, to_addrs=recipients)

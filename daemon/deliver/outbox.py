@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # back are not hit by every node (or every item) at the same instant.
 JITTER = 0.2
 MAX_ERROR_CHARS = 500
+_ALERT_CHANNELS = frozenset({"webhook", "email"})
 
 
 @dataclass
@@ -169,6 +170,8 @@ class Outbox:
         with self._db.transaction() as repos:
             if outcome is None:
                 repos.outbox.mark_delivered(item.id, now)
+                if item.channel in _ALERT_CHANNELS:  # an alert's step: sent, delivered
+                    repos.alerts.on_delivered(item.id, now)
             elif permanent or attempts >= self._settings.max_attempts:
                 repos.outbox.mark_dead(item.id, attempts, reason)
             else:

@@ -31,7 +31,11 @@ SUPPORTED_MESSAGES: dict[tuple[str, str], str] = {
     ("RDE", "O11"): "medication",
     ("RAS", "O17"): "medication",
     ("OMP", "O09"): "medication",
+    ("ORM", "O01"): "procedure",
 }
+# ORC-5 order statuses of a procedure that took place (or is taking place): completed,
+# in process. A new or scheduled order is not yet an operation.
+PERFORMED_ORDER_STATUSES = frozenset({"CM", "IP"})
 SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2")
 # hl7apy has no 2.7.1 library; its 2.7 definitions are a superset for what is read here.
 _HL7APY_VERSION = {"2.7.1": "2.7"}
@@ -112,6 +116,15 @@ class RawObservation:
 
 
 @dataclass(frozen=True)
+class RawProcedure:
+    """A procedure the message says was performed (ADT PR1, or a completed ORM^O01 order)."""
+
+    codes: tuple[tuple[str, str], ...]  # (coding system, code), primary first
+    performed_at: datetime | None
+    segment: str  # PR1 | OBR
+
+
+@dataclass(frozen=True)
 class MessageContent:
     """What one accepted message says, without HL7 syntax."""
 
@@ -120,6 +133,7 @@ class MessageContent:
     sex: str | None
     merged_identifiers: tuple[PatientIdentifier, ...]
     observations: tuple[RawObservation, ...] = field(default_factory=tuple)
+    procedures: tuple[RawProcedure, ...] = field(default_factory=tuple)
 
 
 def split_frame_text(raw: bytes) -> bytes:
@@ -319,6 +333,8 @@ def extract_content(checked: CheckedMessage) -> MessageContent:
     accession: str | None = None
     order_time: datetime | None = None
     order_cancelled = False
+    order_performed = False
+    procedures: list[RawProcedure] = []
     for segment in message:
         seg = _Segment(message, segment, subcomponent)
         name = seg.name
@@ -338,11 +354,20 @@ def extract_content(checked: CheckedMessage) -> MessageContent:
         elif name == "ORC":
             # ORC-1 CA/DC/OC: the order was cancelled or discontinued; its codes state no use.
             order_cancelled = seg.component_of(1).upper() in {"CA", "DC", "OC", "CR"}
+            order_performed = seg.component_of(5).upper() in PERFORMED_ORDER_STATUSES
             order_time = parse_hl7_datetime(seg.component_of(9))
         elif name == "OBR":
             obr_time = parse_hl7_datetime(seg.component_of(7))
             # IHE Radiology carries the accession number in OBR-18 (Placer Field 1).
             accession = seg.component_of(18) or None
+            if header.message_type == "ORM" and order_performed and not order_cancelled:
+                reps = seg.repetitions(4)
+                procedures.append(RawProcedure(_coded(reps[0]) if reps else (),
+                                               obr_time or order_time or message_time, "OBR"))
+        elif name == "PR1":
+            reps = seg.repetitions(3)
+            procedures.append(RawProcedure(_coded(reps[0]) if reps else (),
+                                           parse_hl7_datetime(seg.component_of(5)), "PR1"))
         elif name == "OBX":
             reps = seg.repetitions(3)
             value_reps = seg.repetitions(5)
@@ -369,4 +394,5 @@ def extract_content(checked: CheckedMessage) -> MessageContent:
                     observed_at=start or order_time or message_time, status="F",
                     accession=None, kind="medication",
                 ))
-    return MessageContent(tuple(identifiers), birth_date, sex, tuple(merged), tuple(observations))
+    return MessageContent(tuple(identifiers), birth_date, sex, tuple(merged), tuple(observations),
+                          tuple(procedures))

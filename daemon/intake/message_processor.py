@@ -22,6 +22,7 @@ from daemon.jobs.wakeup import Wakeup
 from daemon.state.database import Database
 from daemon.state.repositories import Repositories
 from domain.clinical import Demographics
+from domain.followup import Procedure
 from domain.jobs import JobKind
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,16 @@ def apply_message(repos: Repositories, message_id: int, purpose: str, content: M
                         message_id, mapped.variable, mapped.source_code, mapped.reason)
             continue
         repos.clinical.store_observation(key, mapped, message_id, now)
+        stored += 1
+    for procedure in content.procedures:
+        if procedure.performed_at is None or not procedure.codes:
+            log.warning("hl7 procedure without %s ignored message=%d segment=%s", "time" if procedure.codes
+                        else "code", message_id, procedure.segment)
+            continue
+        system, code = procedure.codes[0]
+        repos.clinical.store_procedure(key, Procedure(system, code, procedure.performed_at,
+                                                      f"{procedure.segment} of HL7 message {message_id}"),
+                                       message_id, now)
         stored += 1
     return AppliedMessage(key, stored, tuple(rejections))
 

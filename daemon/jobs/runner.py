@@ -6,8 +6,11 @@ while it ran); a handler may ask to run again after a delay; a ``HemexError`` (a
 explained failure: no analysable series, unusable geometry, a report that fails
 validation) fails it for good; anything else is a bug, logged with its traceback and
 retried a few times. A study job failed for good moves its study to ``no_series`` or
-``failed`` with the reason, in the same transaction, so that a failed study is visible in
-``hemex status``, the metrics and the log, and ``hemex replay`` can run it again.
+``failed`` with the reason and queues its "not analysed" notice (SR to PACS, ORU,
+alert), in the same transaction, so that no doctor waits for a report that will not
+come; the failed study is visible in ``hemex status``, the metrics and the log, and
+``hemex replay`` can run it again. A study that already has a report keeps it (a
+corrected analysis that failed sends no notice over a valid report).
 """
 
 from __future__ import annotations
@@ -119,14 +122,23 @@ class JobRunner:
         reason = mask_quoted(str(exc) if isinstance(exc, HemexError) else f"{type(exc).__name__}: {exc}")
         reason = reason[:_REASON_CHARS]
         state = None
+        reported = False
         with self._db.transaction() as repos:
-            final = repos.jobs.fail(job, self._owner, reason, self._clock(), retry_at)
+            now = self._clock()
+            final = repos.jobs.fail(job, self._owner, reason, now, retry_at)
             if final and job.kind in STUDY_JOBS and repos.studies.find(job.key) is not None:
-                event = StudyEvent.NO_SERIES if isinstance(exc, NoAnalysableSeriesError) else StudyEvent.FAILED
-                state = repos.studies.record_event(job.key, event, self._clock(), reason)
+                reported = repos.results.latest(job.key) is not None
+                if not reported:
+                    event = StudyEvent.NO_SERIES if isinstance(exc, NoAnalysableSeriesError) else StudyEvent.FAILED
+                    state = repos.studies.record_event(job.key, event, now, reason)
+                    repos.jobs.enqueue(JobKind.NOTIFY_NOT_ANALYSED, job.key, now, now)
         if state is not None:
-            log.error("study not analysed study=%s job=%s state=%s reason=%s", study_handle(job.key),
+            log.error("study not analysed study=%s job=%s state=%s reason=%s: notice queued", study_handle(job.key),
                       job.kind.value, state.value, reason)
+            self._wakeup.notify()
+        elif reported:
+            log.error("study analysis failed study=%s job=%s reason=%s: its earlier report stands",
+                      study_handle(job.key), job.kind.value, reason)
 
 
 class _LeaseKeeper:

@@ -29,20 +29,30 @@ def plaintext_warnings(settings: Settings) -> list[str]:
     warnings = []
     alerts = settings.alerts
     identifiers = alerts.include_identifiers != "none"
-    for hook in alerts.webhooks:
-        parts = urllib.parse.urlsplit(hook.url)
+    hooks = [(f"alerts.webhooks[{hook.name}]", hook.url, hook.token is not None or hook.token_file is not None)
+             for hook in alerts.webhooks]
+    hooks += [(f"alerts.contacts[{c.name}].webhook_url", c.webhook_url,
+               c.webhook_token is not None or c.webhook_token_file is not None)
+              for c in alerts.contacts if c.webhook_url]
+    for setting, url, has_token in hooks:
+        parts = urllib.parse.urlsplit(url)
         if parts.scheme.lower() == "https" or _loopback(parts.hostname or ""):
             continue
         what = [name for name, present in (
-            ("its bearer token", hook.token is not None or hook.token_file is not None),
+            ("its bearer token", has_token),
             ("the password in its URL", parts.password is not None),
             (f"patient identifiers (alerts.include_identifiers = {alerts.include_identifiers!r})", identifiers),
         ) if present]
         if what:
-            warnings.append(f"alerts.webhooks[{hook.name}] is plain http: {' and '.join(what)} would cross the"
+            warnings.append(f"{setting} is plain http: {' and '.join(what)} would cross the"
                             " network unencrypted; use an https:// URL")
+    public = urllib.parse.urlsplit(alerts.acknowledgement.public_url)
+    if public.scheme == "http" and not _loopback(public.hostname or ""):
+        warnings.append("alerts.acknowledgement.public_url is plain http: each alert's acknowledgement link"
+                        " (a signed token) would cross the network unencrypted; use https://")
     email = alerts.email
-    if email.enabled and not (email.starttls or email.use_ssl) and not _loopback(email.smtp_host):
+    sends_mail = email.enabled or any(c.email for c in alerts.contacts)
+    if sends_mail and not (email.starttls or email.use_ssl) and not _loopback(email.smtp_host):
         what = [name for name, present in (
             ("the SMTP password", email.password is not None or email.password_file is not None),
             (f"patient identifiers (alerts.include_identifiers = {alerts.include_identifiers!r})", identifiers),

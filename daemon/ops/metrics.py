@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers.response import Response as BaseResponse
 
+from daemon.ops.loop_metrics import ClosedLoopCollector
 from daemon.retention.purge import RETENTION_TASK
 from daemon.state.database import Database
 from daemon.state.monitoring_repository import NodeFigures
@@ -214,6 +215,7 @@ def metrics_blueprint(db: Database, data_dir: Path, min_free_disk_bytes: int,
     # each export their own state.
     registry = CollectorRegistry()
     registry.register(NodeStateCollector(db, data_dir, min_free_disk_bytes))
+    registry.register(ClosedLoopCollector(db))  # alerts, follow-ups, site performance
     ProcessCollector(registry=registry)  # memory, CPU, open files of the node
     # prometheus_client's own WSGI app: content negotiation (OpenMetrics), gzip, name[] filters.
     exporter = make_wsgi_app(registry)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pydicom.dataset import Dataset
 
 from domain.errors import InvalidInputError
@@ -13,6 +15,31 @@ _UID_KEYWORDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesIns
 def _text(ds: Dataset, keyword: str) -> str | None:
     value = ds.get(keyword)
     return str(value).strip() or None if value not in (None, "") else None
+
+
+def slice_position(ds: Dataset) -> float | None:
+    """The image's position in mm along the normal of its plane, or None.
+
+    The projection of Image Position (Patient) on the cross product of the row and
+    column directions of Image Orientation (Patient): evenly spaced for an evenly spaced
+    stack, also when the gantry was tilted. None for a multi-frame image (one instance
+    holds many positions) or when either attribute is missing or malformed.
+    """
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        return None
+    try:
+        position = [float(v) for v in ds.get("ImagePositionPatient") or ()]
+        orientation = [float(v) for v in ds.get("ImageOrientationPatient") or ()]
+    except (TypeError, ValueError):
+        return None
+    if len(position) != 3 or len(orientation) != 6:
+        return None
+    row, col = orientation[:3], orientation[3:]
+    normal = (row[1] * col[2] - row[2] * col[1], row[2] * col[0] - row[0] * col[2], row[0] * col[1] - row[1] * col[0])
+    length = math.sqrt(sum(v * v for v in normal))
+    if not 0.5 < length < 1.5 or not all(math.isfinite(v) for v in position):
+        return None
+    return sum(p * n for p, n in zip(position, normal)) / length
 
 
 def read_instance_header(ds: Dataset) -> ReceivedInstance:
@@ -46,4 +73,5 @@ def read_instance_header(ds: Dataset) -> ReceivedInstance:
         accession_number=_text(ds, "AccessionNumber"),
         study_datetime=(study_date + study_time) or None,
         expected_images=expected if expected > 0 else None,
+        slice_position=slice_position(ds),
     )

@@ -1,13 +1,14 @@
 """What an alert says: the JSON payload (webhook) and the e-mail text.
 
 Both carry the measured values, each with the method or model and version that produced
-it, and the study's handle (not PHI: ``hemex status`` and the node's results name the
-study by it). Which identifiers they add is ``alerts.include_identifiers``: "none" by
-default (alerts often cross networks and land on phones), "accession" (accession number
-and study date), or "all" (also patient ID and issuer, Study Instance UID). Neither ever
-carries the patient name, nor any link (an alert must not point outside the hospital's
-systems). An expansion probability from weights that are not clinically validated is
-labelled so, in words, every time it appears.
+it, and the study's handle (not PHI: ``hemex status``, the console and the node's results
+name the study by it). Which identifiers they add is ``alerts.include_identifiers``:
+"none" by default (alerts often cross networks and land on phones), "accession"
+(accession number and study date), or "all" (also patient ID and issuer, Study Instance
+UID). Neither ever carries the patient name, nor any link (an alert must not point
+outside the hospital's systems) but the acknowledgement link, which points at the node
+itself, and its short code. An expansion probability from weights that are not
+clinically validated is labelled so, in words, every time it appears.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from typing import Any
 
 from daemon.config import IdentifierLevel
 from daemon.report.alert_rules import AlertDecision
+from domain.alerts import AlertAcknowledgement
 from domain.analysis import StudyAnalysis
 from domain.dicom_time import parse_dicom_datetime
 from domain.prediction import NO_MODEL_CONFIGURED
+from domain.study import StudyIdentity
 
 SCHEMA = "hemex.alert/1"
 NOT_VALIDATED_NOTICE = ("NOT CLINICALLY VALIDATED: research output from weights not validated on "
@@ -40,9 +43,9 @@ def _study_date(value: str | None) -> str | None:
     return parsed.date().isoformat() if len((value or "").strip()) <= 8 else parsed.isoformat()
 
 
-def _study_identifiers(analysis: StudyAnalysis, level: IdentifierLevel) -> dict[str, Any]:
-    """The payload's "study" object: the handle, plus the identifiers ``level`` allows."""
-    identity = analysis.identity
+def study_identifiers(identity: StudyIdentity, level: IdentifierLevel) -> dict[str, Any]:
+    """An alert's "study" object: the handle, plus the identifiers ``level`` allows
+    (``alerts.include_identifiers``; every alert builder uses this one)."""
     study: dict[str, Any] = {"handle": identity.handle, "identifiers": level}
     if level in ("accession", "all"):
         study["accession_number"] = identity.accession_number
@@ -54,10 +57,18 @@ def _study_identifiers(analysis: StudyAnalysis, level: IdentifierLevel) -> dict[
     return study
 
 
+def acknowledgement_section(acknowledgement: AlertAcknowledgement | None) -> dict[str, Any] | None:
+    """How to acknowledge the alert: its short code and, when configured, its link."""
+    if acknowledgement is None:
+        return None
+    return {"code": acknowledgement.short_code, "url": acknowledgement.url}
+
+
 def build_alert_payload(analysis: StudyAnalysis, decision: AlertDecision, created_at: datetime | None = None,
+                        acknowledgement: AlertAcknowledgement | None = None,
                         identifiers: IdentifierLevel = "none") -> dict[str, Any]:
-    """The JSON-ready alert for ``analysis`` (no patient name, no links; identifiers as
-    ``identifiers`` allows, module docstring)."""
+    """The JSON-ready alert for ``analysis`` (no patient name, no link but the
+    acknowledgement link; identifiers as ``identifiers`` allows, module docstring)."""
     measurements = analysis.measurements
     prediction = analysis.prediction
     expansion: dict[str, Any] | None = None
@@ -91,7 +102,7 @@ def build_alert_payload(analysis: StudyAnalysis, decision: AlertDecision, create
             "completion_flag": analysis.completion,
             "software_version": analysis.software_version,
         },
-        "study": _study_identifiers(analysis, identifiers),
+        "study": study_identifiers(analysis.identity, identifiers),
         "hematoma": {
             "volume_ml": round(float(measurements.volume_ml), 2),
             "volume_method": "planimetry",
@@ -104,6 +115,7 @@ def build_alert_payload(analysis: StudyAnalysis, decision: AlertDecision, create
         "expansion_unavailable": None if expansion is not None else (
             analysis.prediction_unavailable or NO_MODEL_CONFIGURED),
         "brain_score": brain_score,
+        "acknowledgement": acknowledgement_section(acknowledgement),
     }
 
 
@@ -122,7 +134,8 @@ def email_subject(payload: dict[str, Any]) -> str:
             f" ({report['status']}) - study {payload['study']['handle']}")
 
 
-def _identifier_lines(study: dict[str, Any]) -> list[str]:
+def identifier_lines(study: dict[str, Any]) -> list[str]:
+    """The e-mail lines of the identifiers a "study" object carries (none by default)."""
     lines = []
     if "patient_id" in study:
         lines.append(f"Patient ID:        {study['patient_id'] or '(none)'}"
@@ -140,7 +153,7 @@ def email_body(payload: dict[str, Any]) -> str:
     lines = [
         f"hemex {report['status']} result - automated analysis, to be confirmed by a radiologist.",
         "",
-        *_identifier_lines(study),
+        *identifier_lines(study),
         f"Study handle:      {study['handle']}",
         "",
         f"Hematoma volume:   {hematoma['volume_ml']:.1f} mL (planimetry, {method['name']} {method['version']})",
@@ -163,7 +176,18 @@ def email_body(payload: dict[str, Any]) -> str:
         lines.append(f"BRAIN score:       {points} ({brain['reference']})")
     lines += ["", f"Alert reasons:     {', '.join(payload['reasons'])}",
               f"Report:            {report['completion_flag']} (hemex {report['software_version']})"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + acknowledgement_lines(payload.get("acknowledgement"))) + "\n"
+
+
+def acknowledgement_lines(section: dict[str, Any] | None) -> list[str]:
+    """The e-mail lines that tell staff how to acknowledge (empty without a section)."""
+    if not section:
+        return []
+    lines = ["", f"Acknowledge:       {section['url']}" if section.get("url") else
+             "Acknowledge:       on the node: hemex alerts --ack CODE",
+             f"Short code:        {section['code']}",
+             "Unacknowledged alerts go to the next on-call contact."]
+    return lines
 
 
 KEY_IMAGE_FILE_NAME = "hemex-key-image.png"

@@ -9,6 +9,11 @@ from domain.analysis import StudyAnalysis
 
 REASON_VOLUME = "hematoma_volume"
 REASON_EXPANSION_RISK = "high_expansion_risk"
+# The study's "not analysed" notice went out, and now it was analysed after all.
+REASON_AFTER_NOTICE = "analysed_after_notice"
+AFTER_NOTICE_KEY = "analysed-after-notice"
+# The key of the "not analysed" alert (daemon/report/notice_alert.py).
+NOT_ANALYSED_KEY = "not-analysed"
 
 
 @dataclass(frozen=True)
@@ -37,12 +42,15 @@ def _validated_category(analysis: StudyAnalysis) -> str:
     return analysis.risk_category if analysis.risk_category in ("high", "low") else "unknown"
 
 
-def decide_alert(analysis: StudyAnalysis, settings: AlertSettings) -> AlertDecision | None:
+def decide_alert(analysis: StudyAnalysis, settings: AlertSettings,
+                 after_notice: bool = False) -> AlertDecision | None:
     """The alert this analysis raises, or None.
 
     Fires when the planimetry volume is at least ``min_volume_ml``, or (with
     ``on_high_expansion_risk``) when a clinically validated prediction puts the study in
     the ``high`` risk category. An unvalidated prediction never raises a risk alert.
+    ``after_notice``: the study's "not analysed" alert went out before, so (with
+    ``on_not_analysed``) staff hear that it was analysed after all.
     """
     category = _validated_category(analysis)
     reasons = []
@@ -50,6 +58,9 @@ def decide_alert(analysis: StudyAnalysis, settings: AlertSettings) -> AlertDecis
         reasons.append(REASON_VOLUME)
     if settings.on_high_expansion_risk and category == "high":
         reasons.append(REASON_EXPANSION_RISK)
+    if after_notice and settings.on_not_analysed:
+        reasons.append(REASON_AFTER_NOTICE)
     if not reasons:
         return None
-    return AlertDecision(key=f"ich-alert:risk={category}", reasons=tuple(reasons), risk_category=category)
+    key = AFTER_NOTICE_KEY if reasons == [REASON_AFTER_NOTICE] else f"ich-alert:risk={category}"
+    return AlertDecision(key=key, reasons=tuple(reasons), risk_category=category)

@@ -146,3 +146,21 @@ def variable_concept(name: str) -> CodedConcept:
     if name == "onset_time":
         return ONSET_TIME
     return local(name.upper()[:16], name.replace("_", " "))
+
+# Follow-up CT (issue 14) -------------------------------------------------------------------
+BASELINE_VOLUME = local("HEBASEVOL", "Hematoma volume at baseline CT")
+VOLUME_CHANGE = local("HEVOLCHG", "Change in hematoma volume since baseline CT")
+VOLUME_CHANGE_RELATIVE = local("HEVOLREL", "Relative change in hematoma volume since baseline CT")
+TIME_SINCE_BASELINE = local("HEBASEH", "Time from baseline CT to this CT")
+IVH_VOLUME = local("IVHVOL", "Intraventricular hemorrhage volume")
+BASELINE_IVH_VOLUME = local("IVHBASEVOL", "Intraventricular hemorrhage volume at baseline CT")
+OBSERVED_EXPANSION = local("HEXPOBS", "Hematoma expansion observed (> 6 mL or > 33 %)")
+OBSERVED_EXPANSION_REVISED = local("HEXPREV", "Expansion, revised definition (volume or new/growing IVH)")
+NOT_ASSESSABLE = local("NOTASSESS", "Not assessable")
+FOLLOWUP_ROLE = local("FUROLE", "Role of this CT in the patient's follow-up")
+FIRST_FOLLOWUP = local("FUFIRST", "First follow-up CT of the baseline")
+LATER_FOLLOWUP = local("FULATER", "Later follow-up CT of the baseline")
+BASELINE_REFERENCE = local("BASEREF", "Baseline CT and report")
+BASELINE_PREDICTION = local("BASEPRED", "Expansion prediction at baseline")
+FOLLOWUP_DECISION = local("FUNOTE", "Follow-up decision")
+FOLLOWUP_COMPARISON_ALGORITHM = ("hemex follow-up comparison", "1.0.0")

@@ -1,7 +1,8 @@
 """The analysis result as an HL7 v2.5.1 ORU^R01 for the EHR (built and validated with hl7apy).
 
 OBR-25 and every OBX-11 say P (preliminary: image-only, clinical variables missing)
-or F (final). A final result reuses the preliminary one's filler order number (OBR-3,
+or F (final). A study that could not be analysed gets a final ORU that says so and why
+(HEMEX-STATUS NOT-ANALYSED, HEMEX-REASON). A final result reuses the preliminary one's filler order number (OBR-3,
 the Study Instance UID) so the receiver replaces it. Every value names the algorithm
 and version that made it (OBX-17); a prediction from weights that are not clinically
 validated is sent with that status and a "not for clinical use" statement.
@@ -21,10 +22,17 @@ from daemon.config import Hl7Settings
 from daemon.hl7_escape import escape
 from domain.analysis import StudyAnalysis
 from domain.errors import ReportBuildError
+from domain.notice import NotAnalysedNotice
+from domain.study import StudyIdentity
 
 ORU_FILE_NAME = "result.oru.hl7"
 CODING_SYSTEM = "99HEMEX"
 VERSION = "2.5.1"
+
+
+def code_of(code: str, text: str) -> str:
+    """A CWE of the local coding system: code^text^99HEMEX (text escaped)."""
+    return _code(code, text)
 
 
 def _code(code: str, text: str) -> str:
@@ -49,7 +57,23 @@ def build_oru_r01(analysis: StudyAnalysis, settings: Hl7Settings, now: datetime 
         The message does not validate against the HL7 v2.5.1 ORU_R01 structure.
     """
     status = "F" if analysis.completion == "COMPLETE" else "P"
-    identity = analysis.identity
+    return encode_oru_r01(analysis.identity, settings, status,
+                          ("HEMEX-ICH", "Intracerebral hemorrhage CT analysis"), _observations(analysis), now)
+
+
+Observation = tuple[str, str, str, str, str]  # OBX-2, OBX-3, OBX-5, OBX-6, OBX-17
+
+
+def encode_oru_r01(identity: StudyIdentity, settings: Hl7Settings, status: str, service: tuple[str, str],
+                   observations: list[Observation], now: datetime | None = None) -> bytes:
+    """One ORU^R01 (v2.5.1) about ``identity``'s study: OBR-4 ``service`` (code, text),
+    OBR-25 and every OBX-11 ``status`` (P or F), one OBX per observation.
+
+    Raises
+    ------
+    ReportBuildError
+        The message does not validate against the HL7 v2.5.1 ORU_R01 structure.
+    """
     stamp = (now or datetime.now()).strftime("%Y%m%d%H%M%S")
     try:
         msg = Message("ORU_R01", version=VERSION, validation_level=VALIDATION_LEVEL.STRICT)
@@ -77,7 +101,7 @@ def build_oru_r01(analysis: StudyAnalysis, settings: Hl7Settings, now: datetime 
         obr = order.add_segment("OBR")
         obr.obr_1 = "1"
         obr.obr_3 = f"{escape(identity.study_uid)}^{escape(settings.sending_application)}"
-        obr.obr_4 = _code("HEMEX-ICH", "Intracerebral hemorrhage CT analysis")
+        obr.obr_4 = _code(*service)
         if identity.study_datetime:
             obr.obr_7 = identity.study_datetime.split(".")[0][:14]
         if identity.accession_number:
@@ -85,7 +109,7 @@ def build_oru_r01(analysis: StudyAnalysis, settings: Hl7Settings, now: datetime 
         obr.obr_22 = stamp
         obr.obr_24 = "CT"
         obr.obr_25 = status
-        for index, (value_type, code, value, unit, method) in enumerate(_observations(analysis), start=1):
+        for index, (value_type, code, value, unit, method) in enumerate(observations, start=1):
             obx = order.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
             obx.obx_1 = str(index)
             obx.obx_2 = value_type
@@ -105,7 +129,7 @@ def build_oru_r01(analysis: StudyAnalysis, settings: Hl7Settings, now: datetime 
         raise ReportBuildError(f"ORU^R01 could not be built ({type(exc).__name__})") from exc
 
 
-def _observations(a: StudyAnalysis) -> list[tuple[str, str, str, str, str]]:
+def _observations(a: StudyAnalysis) -> list[Observation]:
     """(OBX-2, OBX-3, OBX-5, OBX-6, OBX-17) rows, in the order they are sent."""
     m = a.measurements
     method = _code(escape(m.method_name), f"{m.method_name} {m.method_version}")
@@ -150,3 +174,23 @@ _RISK_TEXT = {
     "not_validated": "No validated model: risk not stated",
     "unavailable": "No prediction available",
 }
+
+
+def build_not_analysed_oru(notice: NotAnalysedNotice, settings: Hl7Settings, now: datetime | None = None) -> bytes:
+    """The "not analysed" notice as an ORU^R01 (final, same filler order number as a
+    report of the study, so a later report replaces it).
+
+    Raises
+    ------
+    ReportBuildError
+        The message does not validate against the HL7 v2.5.1 ORU_R01 structure.
+    """
+    rows: list[Observation] = [
+        ("CWE", _code("HEMEX-STATUS", "Analysis status"), _code("NOT-ANALYSED", notice.headline), "", ""),
+        ("TX", _code("HEMEX-REASON", "Why the CT was not analysed"), escape(notice.reason), "", "")]
+    rows += [("TX", _code("HEMEX-SERIES", "Series received"),
+              escape(f"series {s.series_number or '?'} {s.description or '(no description)'},"
+                     f" {s.image_count} images: {s.outcome}"), "", "") for s in notice.series]
+    rows.append(("ST", _code("HEMEX-SOFTWARE", "Software"), escape(f"hemex {notice.software_version}"), "", ""))
+    return encode_oru_r01(notice.identity, settings, "F", ("HEMEX-ICH", "Intracerebral hemorrhage CT analysis"),
+                          rows, now)

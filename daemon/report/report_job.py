@@ -25,9 +25,11 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from daemon.alert_links import AlertLinks
 from daemon.config import Settings
 from daemon.jobs.wakeup import Wakeup
 from daemon.report.alert_files import prepare_alert
+from daemon.report.alert_grouping import acknowledgement_for
 from daemon.report.key_image_builder import build_key_images, largest_area_slice
 from daemon.report.key_image_capture import build_key_image_capture, patient_orientation
 from daemon.report.key_image_picture import key_image_captions, png_bytes, render_key_image
@@ -36,10 +38,12 @@ from daemon.report.seg_builder import build_segmentation
 from daemon.report.source_attributes import sanitised_source_headers, with_valid_identity
 from daemon.report.sr_builder import build_measurement_report
 from daemon.report.validation import validate_report_objects, write_dataset
+from daemon.report.warm_validator import WarmSrValidator
 from daemon.stage_timer import StageTimer
 from daemon.state.database import Database
 from daemon.state.mask_files import load_mask
 from daemon.state.result_repository import StoredResult
+from domain.alerts import AlertAcknowledgement
 from domain.analysis import AnalysisRecord
 from domain.clinical import PREDICTOR_VARIABLES
 from domain.durable_files import write_atomically
@@ -70,11 +74,14 @@ class ReportStage:
     """Runs ``report_study`` jobs."""
 
     def __init__(self, settings: Settings, db: Database, wakeup: Wakeup | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, links: AlertLinks | None = None,
+                 sr_validator: WarmSrValidator | None = None) -> None:
         self._settings = settings
         self._db = db
         self._wakeup = wakeup
         self._clock = clock
+        self._sr_validator = sr_validator
+        self._links = links  # None: alerts carry no acknowledgement (and do not escalate)
 
     def report_study(self, study_uid: str) -> None:
         """Build the report of the study's newest analysis that has none yet.
@@ -172,7 +179,8 @@ class ReportStage:
         built.append(("sr.dcm", "SR", sr))
         if settings.report.validate_with_dicom3tools:
             with timer.stage("validate"):
-                validate_report_objects([ds for _, _, ds in built], timeout_s=settings.report.validation_timeout_s)
+                validate_report_objects([ds for _, _, ds in built], timeout_s=settings.report.validation_timeout_s,
+                                        sr_validator=self._sr_validator)
         with timer.stage("write"):
             objects = []
             for name, modality, ds in built:
@@ -210,8 +218,14 @@ class ReportStage:
             with self._db.reading() as repos:
                 return repos.alerts.raised(record.study_uid, key)
 
+        def acknowledgement() -> AlertAcknowledgement | None:
+            if self._links is None:
+                return None
+            return acknowledgement_for(self._db, record.analysis.identity, self._links,
+                                       self._settings.alerts.acknowledgement, self._clock())
+
         return prepare_alert(record.analysis, self._settings.alerts, self._settings.results_dir, raised,
-                             key_image_png=key_image_png)
+                             key_image_png=key_image_png, acknowledgement=acknowledgement)
 
 
 def _summary(record: AnalysisRecord, mask: HematomaMask, stage_seconds: dict[str, float]) -> dict[str, Any]:

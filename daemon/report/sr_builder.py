@@ -90,43 +90,50 @@ def build_measurement_report(
     if predecessor_sr is not None and str(predecessor_sr.StudyInstanceUID) != study_uid:
         raise ReportBuildError("the predecessor SR belongs to another study")
     try:
-        seg = _as_segmentation(segmentation)
+        seg = as_segmentation(segmentation)
         report = hd.sr.MeasurementReport(
-            observation_context=_observation_context(settings),
+            observation_context=observation_context(settings),
             procedure_reported=codes.PROCEDURE_CT,
             imaging_measurements=_measurement_groups(analysis, seg, settings),
             title=codes.REPORT_TITLE,
         )
         report[0].ContentSequence.append(qualitative_evaluations(analysis))
         final = analysis.completion == "COMPLETE"
-        instance_number = 1
-        if predecessor_sr is not None:
-            instance_number = int(predecessor_sr.get("InstanceNumber", 1) or 1) + 1
         return hd.sr.Comprehensive3DSR(
             evidence=[*evidence, *([seg] if seg is not None else [])],
             content=report,
             series_instance_uid=sr_series_uid(settings, study_uid),
             series_number=settings.sr_series_number,
-            sop_instance_uid=new_uid(settings),
-            instance_number=instance_number,
-            manufacturer=settings.manufacturer,
             is_complete=final,
             is_final=final,
-            is_verified=False,
-            institution_name=settings.institution_name or None,
-            previous_versions=[predecessor_sr] if predecessor_sr is not None else None,
             coding_schemes=[codes.LOCAL_SCHEME_IDENTIFICATION],
-            series_description="hemex hematoma report",
-            manufacturer_model_name=MANUFACTURER_MODEL_NAME,
-            software_versions=analysis.software_version,
-            device_serial_number=settings.station_name,
-            specific_character_set=CHARACTER_SET,
+            **document_attributes(settings, analysis.software_version, "hemex hematoma report", predecessor_sr),
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise ReportBuildError(f"highdicom refused the SR: {mask_quoted(str(exc))}") from exc
 
 
-def _as_segmentation(segmentation: hd.seg.Segmentation | Dataset | None) -> hd.seg.Segmentation | None:
+def document_attributes(settings: ReportSettings, software_version: str, series_description: str,
+                        predecessor_sr: Dataset | None) -> dict[str, Any]:
+    """What every SR the node makes says about itself: a new SOP Instance UID numbered
+    after its predecessor (which it names), this device and software version, UNVERIFIED
+    (no person checked it), and the character set."""
+    return {
+        "sop_instance_uid": new_uid(settings),
+        "instance_number": int(predecessor_sr.get("InstanceNumber", 1) or 1) + 1 if predecessor_sr is not None else 1,
+        "previous_versions": [predecessor_sr] if predecessor_sr is not None else None,
+        "manufacturer": settings.manufacturer,
+        "manufacturer_model_name": MANUFACTURER_MODEL_NAME,
+        "software_versions": software_version,
+        "device_serial_number": settings.station_name,
+        "institution_name": settings.institution_name or None,
+        "is_verified": False,
+        "series_description": series_description,
+        "specific_character_set": CHARACTER_SET,
+    }
+
+
+def as_segmentation(segmentation: hd.seg.Segmentation | Dataset | None) -> hd.seg.Segmentation | None:
     if segmentation is None or isinstance(segmentation, hd.seg.Segmentation):
         return segmentation
     return hd.seg.Segmentation.from_dataset(segmentation, copy=False)
@@ -146,11 +153,11 @@ def device_observer(settings: ReportSettings) -> hd.sr.ObserverContext:
     )
 
 
-def _observation_context(settings: ReportSettings) -> hd.sr.ObservationContext:
+def observation_context(settings: ReportSettings) -> hd.sr.ObservationContext:
     return hd.sr.ObservationContext(observer_device_context=device_observer(settings))
 
 
-def _referenced_segment(seg: hd.seg.Segmentation, series_uid: str) -> hd.sr.ReferencedSegment:
+def referenced_segment(seg: hd.seg.Segmentation, series_uid: str) -> hd.sr.ReferencedSegment:
     """The SEG segment with the CT slices its frames were derived from.
 
     Built by hand: highdicom 0.28's ``ReferencedSegment.from_segmentation`` looks for the
@@ -194,7 +201,7 @@ def _measurement_groups(
         if seg is None:
             return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            referenced_segment=_referenced_segment(seg, analysis.series_uid), **common)
+            referenced_segment=referenced_segment(seg, analysis.series_uid), **common)
 
     groups = [group(_volume_measurements(analysis))]
     if analysis.prediction is not None:

@@ -21,13 +21,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import pydicom
 from pydicom import Dataset
 
+from daemon.report.warm_validator import WarmSrValidator
 from domain.durable_files import write_atomically
 from domain.errors import ReportBuildError
 
@@ -76,6 +78,7 @@ def validate_report_objects(
     *,
     require_tools: bool = False,
     timeout_s: float = 120.0,
+    sr_validator: WarmSrValidator | None = None,
 ) -> None:
     """Read each dataset back from its encoded bytes and run the standard validators.
 
@@ -88,6 +91,9 @@ def validate_report_objects(
         False (daemon default): a missing tool is skipped with a warning.
     timeout_s:
         Limit for each validator run.
+    sr_validator:
+        A warm DicomSRValidator (the node keeps one); the one-shot command runs when
+        none is given or it is not available.
 
     Raises
     ------
@@ -105,26 +111,38 @@ def validate_report_objects(
     for ds, data in encoded:
         _read_back(ds, data)
     with tempfile.TemporaryDirectory(prefix="hemex-validate-") as tmp:
-        jobs: list[tuple[str, Dataset, list[str], Path, dict[str, str] | None]] = []
+        jobs: list[tuple[str, Dataset, Callable[[], str]]] = []
         for index, (ds, data) in enumerate(encoded):
             path = Path(tmp) / f"object{index}.dcm"
             path.write_bytes(data)
             if tools[DCIODVFY]:
-                jobs.append((DCIODVFY, ds, [str(tools[DCIODVFY]), str(path)], path, None))
+                command = [str(tools[DCIODVFY]), str(path)]
+                jobs.append((DCIODVFY, ds, partial(_run, DCIODVFY, command, None, timeout_s)))
             if tools[SR_VALIDATOR] and str(ds.get("Modality", "")) == "SR":
-                env = dict(os.environ)
-                env["JDK_JAVA_OPTIONS"] = (env.get("JDK_JAVA_OPTIONS", "") + " " + _PIXELMED_JAVA_OPTIONS).strip()
-                jobs.append((SR_VALIDATOR, ds, [str(tools[SR_VALIDATOR]), str(path)], path, env))
-        # Two at a time: the JVM runs dominate and the node shares small machines.
+                jobs.append((SR_VALIDATOR, ds, partial(validate_sr_file, path, sr_validator, timeout_s)))
+        # Two at a time: the node shares small machines.
         with ThreadPoolExecutor(max_workers=2) as pool:
-            results = list(pool.map(lambda job: _run(job[0], job[2], job[4], timeout_s), jobs))
+            results = list(pool.map(lambda job: job[2](), jobs))
     problems = []
-    for (tool, ds, _, _, _), output in zip(jobs, results):
+    for (tool, ds, _), output in zip(jobs, results):
         errors = validator_errors(tool, output)
         if errors:
             problems.append(f"{tool} on {_describe(ds)}: " + " | ".join(errors[:20]))
     if problems:
         raise ReportBuildError("report objects failed validation: " + "; ".join(problems))
+
+
+def validate_sr_file(path: Path, warm: WarmSrValidator | None, timeout_s: float) -> str:
+    """DicomSRValidator's output for the SR file at ``path``: from the warm JVM when there
+    is one (and it answers), else from the one-shot command."""
+    if warm is not None and warm.available:
+        try:
+            return warm.validate(path, timeout_s)
+        except ReportBuildError as exc:  # it died or hung: it restarts next time; check this SR one-shot
+            log.warning("warm SR validator failed (%s): one-shot DicomSRValidator instead", exc)
+    env = dict(os.environ)
+    env["JDK_JAVA_OPTIONS"] = (env.get("JDK_JAVA_OPTIONS", "") + " " + _PIXELMED_JAVA_OPTIONS).strip()
+    return _run(SR_VALIDATOR, [shutil.which(SR_VALIDATOR) or SR_VALIDATOR, str(path)], env, timeout_s)
 
 
 def validator_errors(tool: str, output: str) -> list[str]:

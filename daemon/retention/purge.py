@@ -1,5 +1,5 @@
 """Retention (scheduled by the node every ``retention.interval_h``): purge spool images and
-result folders after N days, never before delivery.
+result folders (reports and follow-up reports) after N days, never before delivery.
 
 A study qualifies when its files are older than the configured age, every outbox row of
 the study is 'delivered' (a pending or dead row keeps everything, since a resend needs
@@ -79,6 +79,8 @@ def purge_expired(db: Database, settings: Settings, now: float | None = None) ->
     with db.reading() as repos:
         image_studies = repos.images.studies_received_before(now - retention.images_days * _DAY_S)
         old_results = repos.results.created_before(now - retention.results_days * _DAY_S)
+        old_folders = [(r.study_uid, r.folder) for r in old_results]
+        old_folders += repos.followups.report_folders_before(now - retention.results_days * _DAY_S)
     for study_uid in image_studies:
         folder = settings.spool_dir / study_uid
         if not folder.is_dir():
@@ -90,14 +92,13 @@ def purge_expired(db: Database, settings: Settings, now: float | None = None) ->
             continue
         report.bytes_freed += _remove_tree(folder, settings.spool_dir)
         report.image_studies.append(study_handle(study_uid))
-    for result in old_results:
-        folder = result.folder
+    for study_uid, folder in old_folders:  # reports and follow-up reports
         if not folder.is_dir() or folder.resolve() == settings.results_dir.resolve():
             continue
         with db.reading() as repos:
-            settled = _study_settled(repos, result.study_uid)
+            settled = _study_settled(repos, study_uid)
         if not settled:
-            handle = study_handle(result.study_uid)
+            handle = study_handle(study_uid)
             if handle not in report.kept_undelivered:
                 report.kept_undelivered.append(handle)
             continue

@@ -65,6 +65,14 @@ class AnalysisRepository:
             " ORDER BY id DESC LIMIT 1"), {"uid": study_uid}).first()
         return None if row is None else _record(row)
 
+    def latest_reported(self, study_uid: str) -> AnalysisRecord | None:
+        """The newest analysis of the study whose report went out (a result records it)."""
+        row = self._conn.execute(text(
+            "SELECT a.* FROM analyses a WHERE a.study_uid = :uid"
+            " AND EXISTS (SELECT 1 FROM results r WHERE r.input_key = a.input_key)"
+            " ORDER BY a.id DESC LIMIT 1"), {"uid": study_uid}).first()
+        return None if row is None else _record(row)
+
     def attach_bundle(self, input_key: str, bundle: ReportBundle) -> None:
         """Record the report built from the analysis ``input_key``."""
         self._conn.execute(text("UPDATE analyses SET bundle_json = :bundle WHERE input_key = :key"),

@@ -20,6 +20,7 @@ from domain.clinical import (
     StoredObservation,
     identifier_matches,
 )
+from domain.followup import Procedure
 
 _CLINICAL_LOCK = 0x68656D6F63  # an advisory lock key of the node's own
 
@@ -104,6 +105,14 @@ class ClinicalRepository:
                                     " WHERE patient_key = :prior"), params)
             self._conn.execute(text("UPDATE clinical_observations SET patient_key = :survivor"
                                     " WHERE patient_key = :prior"), params)
+            # A procedure both records hold once already stays once.
+            self._conn.execute(text(
+                "DELETE FROM clinical_procedures WHERE patient_key = :prior AND EXISTS (SELECT 1 FROM"
+                " clinical_procedures s WHERE s.patient_key = :survivor AND s.code_system ="
+                " clinical_procedures.code_system AND s.code = clinical_procedures.code"
+                " AND s.performed_at = clinical_procedures.performed_at)"), params)
+            self._conn.execute(text("UPDATE clinical_procedures SET patient_key = :survivor"
+                                    " WHERE patient_key = :prior"), params)
             self._conn.execute(text(
                 "UPDATE clinical_patients SET"
                 " birth_date = COALESCE(birth_date, (SELECT p.birth_date FROM clinical_patients p"
@@ -139,6 +148,27 @@ class ClinicalRepository:
             {**params, "value_num": obs.value_num,
              "value_time": obs.value_time.isoformat() if obs.value_time else None, "unit": obs.unit,
              "accession": obs.accession, "message_id": message_id, "now": now})
+
+    def store_procedure(self, patient_key: int, procedure: Procedure, message_id: int, now: float) -> bool:
+        """Record a procedure the EHR reported; False when it was recorded before (a resend)."""
+        return self._conn.execute(text(
+            "INSERT INTO clinical_procedures(patient_key, code_system, code, performed_at, message_id, created_at)"
+            " VALUES (:key, :system, :code, :at, :message_id, :now) ON CONFLICT DO NOTHING"),
+            {"key": patient_key, "system": procedure.code_system, "code": procedure.code,
+             "at": procedure.performed_at.isoformat(), "message_id": message_id, "now": now}).rowcount == 1
+
+    def procedures_between(self, patient_keys: list[int], low: datetime, high: datetime) -> list[Procedure]:
+        """Procedures of these patients performed in [low, high], oldest first."""
+        if not patient_keys:
+            return []
+        marks = ", ".join(f":k{i}" for i in range(len(patient_keys)))
+        rows = self._conn.execute(text(
+            "SELECT code_system, code, performed_at, message_id FROM clinical_procedures"
+            f" WHERE patient_key IN ({marks}) AND performed_at >= :low AND performed_at <= :high"
+            " ORDER BY performed_at, id"),
+            {**{f"k{i}": k for i, k in enumerate(patient_keys)}, "low": low.isoformat(), "high": high.isoformat()})
+        return [Procedure(row.code_system, row.code, datetime.fromisoformat(row.performed_at),
+                          f"HL7 message {row.message_id}") for row in rows]
 
     # --- what matching reads ---------------------------------------------------------------
     def patient_keys(self, patient_id: str | None, issuer: str | None) -> list[int]:

@@ -24,8 +24,8 @@ _UPSERT_SERIES = text(
     " :expected, :now, :now) ON CONFLICT(series_uid) DO NOTHING")
 _INSERT_INSTANCE = text(
     "INSERT INTO instances(sop_instance_uid, sop_class_uid, series_uid, study_uid, path, size_bytes,"
-    " calling_ae_title, received_at) VALUES (:sop_uid, :sop_class, :series_uid, :study_uid, :path,"
-    " :size, :calling_ae, :now) ON CONFLICT(sop_instance_uid) DO NOTHING")
+    " calling_ae_title, received_at, slice_position) VALUES (:sop_uid, :sop_class, :series_uid, :study_uid,"
+    " :path, :size, :calling_ae, :now, :position) ON CONFLICT(sop_instance_uid) DO NOTHING")
 _COUNT_INSTANCE = text(
     "UPDATE series SET instance_count = instance_count + 1, last_received_at = :now,"
     " state = 'receiving', recheck_at = :recheck_at,"
@@ -44,6 +44,16 @@ class StoredInstance:
     size_bytes: int
     calling_ae_title: str
     received_at: float
+
+
+@dataclass(frozen=True)
+class SeriesOfStudy:
+    """One series of a study as the study-level decisions see it."""
+
+    series_uid: str
+    complete: bool
+    instance_count: int
+    sample_path: Path  # one of its images (for the header)
 
 
 class ImageRepository:
@@ -76,7 +86,8 @@ class ImageRepository:
         inserted = self._conn.execute(_INSERT_INSTANCE, {
             "sop_uid": instance.sop_instance_uid, "sop_class": instance.sop_class_uid,
             "series_uid": instance.series_uid, "study_uid": instance.study_uid, "path": str(path),
-            "size": size_bytes, "calling_ae": calling_ae_title, "now": now}).rowcount == 1
+            "size": size_bytes, "calling_ae": calling_ae_title, "now": now,
+            "position": instance.slice_position}).rowcount == 1
         if not inserted:
             return None
         self._conn.execute(_COUNT_INSTANCE, {"now": now, "recheck_at": recheck_at,
@@ -92,6 +103,21 @@ class ImageRepository:
             " WHERE series_uid = :uid AND state = 'receiving'"), {"uid": series_uid}).first()
         return None if row is None else SeriesProgress(row.series_uid, row.study_uid, row.instance_count,
                                                        row.expected_images, row.last_received_at)
+
+    def slice_positions(self, series_uid: str) -> list[float | None]:
+        """The slice position of every instance of the series (None where it has none)."""
+        rows = self._conn.execute(text("SELECT slice_position FROM instances WHERE series_uid = :uid"),
+                                  {"uid": series_uid})
+        return [None if row.slice_position is None else float(row.slice_position) for row in rows]
+
+    def series_of_study(self, study_uid: str) -> list[SeriesOfStudy]:
+        """Every series of a study, complete or still receiving, with one image's path."""
+        rows = self._conn.execute(text(
+            "SELECT s.series_uid, s.state, s.instance_count, MIN(i.path) AS path FROM series s"
+            " JOIN instances i ON i.series_uid = s.series_uid WHERE s.study_uid = :uid"
+            " GROUP BY s.series_uid, s.state, s.instance_count ORDER BY s.series_uid"), {"uid": study_uid})
+        return [SeriesOfStudy(row.series_uid, row.state == "complete", int(row.instance_count), Path(row.path))
+                for row in rows]
 
     def series_due(self, now: float) -> list[str]:
         """Series still receiving whose completion check is due (the durable timers)."""
@@ -120,15 +146,6 @@ class ImageRepository:
             " (SELECT study_uid FROM series WHERE series_uid = :uid)"), {"uid": series_uid}).scalar_one())
 
     # --- what the analysis reads --------------------------------------------------------
-    def complete_series_of(self, study_uid: str) -> list[tuple[str, int, Path]]:
-        """(series UID, image count, one image's path) of each complete series of a study."""
-        rows = self._conn.execute(text(
-            "SELECT s.series_uid, s.instance_count, MIN(i.path) AS path FROM series s"
-            " JOIN instances i ON i.series_uid = s.series_uid"
-            " WHERE s.study_uid = :uid AND s.state = 'complete'"
-            " GROUP BY s.series_uid, s.instance_count ORDER BY s.series_uid"), {"uid": study_uid})
-        return [(row.series_uid, int(row.instance_count), Path(row.path)) for row in rows]
-
     def instances(self, series_uid: str | None = None) -> list[StoredInstance]:
         """The instances of one series (or all), in the order they were received."""
         where = " WHERE series_uid = :uid" if series_uid is not None else ""

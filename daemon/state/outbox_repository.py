@@ -36,6 +36,14 @@ class OutboxRepository:
              "item_key": request.item_key, "path": str(request.path), "study_uid": request.study_uid,
              "now": now}).rowcount == 1
 
+    def id_of(self, request: DeliveryRequest) -> int | None:
+        """The id of the item queued for ``request``'s channel, destination and key, or None."""
+        value = self._conn.execute(text(
+            "SELECT id FROM outbox WHERE channel = :channel AND destination = :destination AND item_key = :key"),
+            {"channel": request.channel.value, "destination": request.destination,
+             "key": request.item_key}).scalar()
+        return None if value is None else int(value)
+
     def claim_due(self, now: float, owner: str, lease_s: float, limit: int | None = None) -> list[Delivery]:
         """Claim the pending items whose time has come for ``owner``, oldest first.
 

@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 from daemon.state.alert_repository import AlertRepository
 from daemon.state.analysis_repository import AnalysisRepository
 from daemon.state.clinical_repository import ClinicalRepository
+from daemon.state.followup_repository import FollowupRepository
 from daemon.state.hl7_message_repository import Hl7MessageRepository
 from daemon.state.image_repository import ImageRepository
 from daemon.state.job_repository import JobRepository
@@ -78,3 +79,7 @@ class Repositories:
     @cached_property
     def monitoring(self) -> MonitoringRepository:
         return MonitoringRepository(self.connection)
+
+    @cached_property
+    def followups(self) -> FollowupRepository:
+        return FollowupRepository(self.connection)

@@ -65,6 +65,7 @@ instances = Table(
     Column("size_bytes", Integer, nullable=False),
     Column("calling_ae_title", Text, nullable=False),
     Column("received_at", Float, nullable=False),
+    Column("slice_position", Float),  # mm along the image plane's normal (0004)
     Index("instances_by_series", "series_uid"),
     Index("instances_by_study", "study_uid"),
 )
@@ -149,6 +150,94 @@ alerts = Table(
     Column("study_uid", Text, primary_key=True),
     Column("alert_key", Text, primary_key=True),  # rule + risk category; sent once
     Column("created_at", Float, nullable=False),
+    Column("group_ref", Text),  # alert_groups.ref it joined (revision 0003)
+    Column("images_received_at", Float),  # the study's last image then (time to alert)
+)
+
+# Alerts one acknowledgement answers: one patient's alerts while unacknowledged (0004).
+alert_groups = Table(
+    "alert_groups", metadata,
+    Column("ref", Text, primary_key=True),  # random; what the signed link carries
+    Column("short_code", Text, nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_alert_at", Float, nullable=False),
+    Column("acknowledged_at", Float),
+    Column("acknowledged_by", Text),
+    Column("level", Integer, nullable=False, server_default="0"),  # escalation level reached
+)
+
+# Each step of an alert group (domain.alerts.AlertStep) with its time (0004).
+alert_events = Table(
+    "alert_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("group_ref", Text, ForeignKey("alert_groups.ref"), nullable=False),
+    Column("study_uid", Text),
+    Column("alert_key", Text),
+    Column("step", Text, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("detail", Text, nullable=False, server_default=""),
+    Index("alert_events_by_group", "group_ref"),
+)
+
+# Which outbox items carry which alert, so their delivery becomes a step (0004).
+alert_deliveries = Table(
+    "alert_deliveries", metadata,
+    Column("outbox_id", Integer, ForeignKey("outbox.id"), primary_key=True),
+    Column("group_ref", Text, ForeignKey("alert_groups.ref"), nullable=False),
+    Column("study_uid", Text, nullable=False),
+    Column("alert_key", Text, nullable=False),
+    Column("contact", Text, nullable=False, server_default=""),  # roster contact, "" = broadcast
+)
+
+# The role of each analysed head CT in its patient's timeline (domain.followup, 0003).
+followup_pairings = Table(
+    "followup_pairings", metadata,
+    Column("study_uid", Text, primary_key=True),
+    Column("role", Text, nullable=False),
+    Column("baseline_study_uid", Text),
+    Column("sequence", Integer, nullable=False),
+    Column("hours_after_baseline", Float),
+    Column("reason", Text, nullable=False),
+    Column("acquired_at", Text),  # ISO local time of the CT
+    Column("decided_at", Float, nullable=False),
+    Index("followup_pairings_by_baseline", "baseline_study_uid"),
+)
+
+# Follow-up reports built (report stage) and dispatched (dispatch stage) (0004).
+followup_reports = Table(
+    "followup_reports", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_uid", Text, nullable=False),  # the follow-up study
+    Column("baseline_study_uid", Text, nullable=False),
+    Column("input_key", Text, nullable=False, unique=True),  # what it was made from
+    Column("bundle_json", Text, nullable=False),  # domain.followup_report.FollowupBundle
+    Column("created_at", Float, nullable=False),
+    Column("dispatched_at", Float),
+    Index("followup_reports_by_study", "study_uid"),
+)
+
+# The observed outcome of each baseline (its prediction), from its first follow-up (0004).
+observed_outcomes = Table(
+    "observed_outcomes", metadata,
+    Column("baseline_study_uid", Text, primary_key=True),
+    Column("followup_study_uid", Text, nullable=False),
+    Column("outcome_json", Text, nullable=False),  # domain.followup_report.ObservedOutcome
+    Column("baseline_acquired_at", Text, nullable=False),  # ISO local time (--since/--until)
+    Column("recorded_at", Float, nullable=False),
+)
+
+# Procedures the EHR reported (ADT PR1, ORM^O01), read as evacuation evidence (0004).
+clinical_procedures = Table(
+    "clinical_procedures", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("patient_key", Integer, ForeignKey("clinical_patients.patient_key"), nullable=False),
+    Column("code_system", Text, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("performed_at", Text, nullable=False),  # ISO local time
+    Column("message_id", Integer, ForeignKey("hl7_messages.id"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("patient_key", "code_system", "code", "performed_at", name="clinical_procedure_once"),
+    Index("clinical_procedures_by_patient", "patient_key", "performed_at"),
 )
 
 hl7_messages = Table(

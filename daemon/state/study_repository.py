@@ -66,6 +66,12 @@ class StudyRepository:
         except KeyError:
             return None
 
+    def last_image_at(self, study_uid: str) -> float | None:
+        """When the study's last image was stored (time-to-alert counts from it)."""
+        value = self._conn.execute(text("SELECT last_received_at FROM studies WHERE study_uid = :uid"),
+                                   {"uid": study_uid}).scalar()
+        return None if value is None else float(value)
+
     def record_event(self, study_uid: str, event: StudyEvent, now: float,
                      reason: str | None = None) -> StudyState:
         """Move the study along its state machine; returns the state it is in afterwards.
@@ -83,6 +89,12 @@ class StudyRepository:
             " WHERE study_uid = :uid"),
             {"state": new.value, "reason": reason if keep_reason else None, "now": now, "uid": study_uid})
         return new
+
+    def last_received_at(self, study_uid: str) -> float | None:
+        """When the study's newest image arrived, or None."""
+        value = self._conn.execute(text("SELECT last_received_at FROM studies WHERE study_uid = :uid"),
+                                   {"uid": study_uid}).scalar()
+        return None if value is None else float(value)
 
     def lock(self, study_uid: str) -> None:
         """Hold the study's row until the transaction ends, so that decisions about the

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from domain.clinical import BINARY_PREDICTOR_VARIABLES, PREDICTOR_VARIABLES, ClinicalVariables
 from domain.errors import InvalidInputError
+from domain.followup import expansion_by_volume
 from inference.masking.base import HematomaMasker
 from inference.masking.registry import create_masker
 from inference.model_card import Standardisation
@@ -38,9 +39,6 @@ from inference.training.case_images import load_ct, mask_on_ct_grid
 
 log = logging.getLogger("hemex.training")
 
-# Hematoma expansion: absolute growth > 6 mL or relative growth > 33 % (SEEDS.md).
-EXPANSION_ABSOLUTE_ML = 6.0
-EXPANSION_RELATIVE = 0.33
 _TRUE = {"1", "true", "yes", "y"}
 _FALSE = {"0", "false", "no", "n"}
 
@@ -57,10 +55,9 @@ class Case:
 
 
 def expansion_label(baseline_ml: float, followup_ml: float) -> int:
-    """1 when follow-up minus baseline > 6 mL or > 33 % of baseline, else 0."""
-    growth = followup_ml - baseline_ml
-    relative = growth / baseline_ml if baseline_ml > 0 else math.inf if growth > 0 else 0.0
-    return int(growth > EXPANSION_ABSOLUTE_ML or relative > EXPANSION_RELATIVE)
+    """1 when follow-up minus baseline > 6 mL or > 33 % of baseline, else 0 (the one rule,
+    ``domain.followup.expansion_by_volume``, that the node's follow-up pairing uses too)."""
+    return int(expansion_by_volume(baseline_ml, followup_ml))
 
 
 def _bool(value: str, where: str) -> bool | None:

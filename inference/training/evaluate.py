@@ -11,10 +11,6 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a display
-import matplotlib.pyplot as plt
 import numpy as np
 
 from inference.parameters import MaskingChoice
@@ -25,7 +21,8 @@ from inference.training.dataset import (
     load_manifest,
     prepare_images,
 )
-from inference.training.metrics import BinaryMetrics, binary_metrics, roc_curve
+from inference.training.metrics import BinaryMetrics, binary_metrics
+from inference.training.plots import plot_calibration, plot_roc
 from inference.weights import LoadedModel, load_model_with_card
 
 
@@ -63,39 +60,6 @@ def predict_cases(loaded: LoadedModel, manifest: Path, cache_dir: Path, batch_si
             prepared)
 
 
-def plot_roc(labels: np.ndarray, probs: np.ndarray, auc: float | None, path: Path, title: str) -> None:
-    fpr, tpr = roc_curve(labels, probs)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot(fpr, tpr, lw=2, label=f"AUC {auc:.3f}" if auc is not None else "AUC n/a")
-    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1))
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_calibration(labels: np.ndarray, probs: np.ndarray, path: Path, title: str,
-                     n_bins: int = 10) -> None:
-    edges = np.linspace(0, 1, n_bins + 1)
-    which = np.clip(np.digitize(probs, edges[1:-1]), 0, n_bins - 1)
-    mean_p, observed = [], []
-    for b in range(n_bins):
-        sel = which == b
-        if sel.any():
-            mean_p.append(probs[sel].mean())
-            observed.append(labels[sel].mean())
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect")
-    ax.plot(mean_p, observed, marker="o", label="model")
-    ax.set(xlabel="predicted probability", ylabel="observed expansion rate", title=title,
-           xlim=(0, 1), ylim=(0, 1))
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def format_metrics(report: EvaluationReport) -> str:
     """The printed table (value and 95 % CI per metric)."""
     m = report.metrics
@@ -130,7 +94,7 @@ def evaluate(weights: Path, manifest: Path, out_dir: Path, threshold: float = 0.
         clinically_validated=loaded.card.clinically_validated, roc_png=out_dir / "roc.png",
         calibration_png=out_dir / "calibration.png", predictions_csv=out_dir / "predictions.csv",
         metrics_json=out_dir / "metrics.json", masks=prepared.masks_statement())
-    plot_roc(labels, probs, metrics.auc.value, report.roc_png, title)
+    plot_roc(labels, probs, metrics.auc.value, report.roc_png, title, (metrics.auc.low, metrics.auc.high))
     plot_calibration(labels, probs, report.calibration_png, title)
     with report.predictions_csv.open("w", newline="") as fh:
         w = csv.writer(fh)

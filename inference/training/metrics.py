@@ -143,3 +143,46 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
                      f"bootstrap n={n_boot} seed={seed}"),
         tp=tp, fp=fp, tn=tn, fn=fn,
     )
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    """Cases whose score fell in [low, high): how many, the mean predicted probability,
+    the observed expansion rate and its Wilson 95 % interval (None when the bin is empty)."""
+
+    low: float
+    high: float
+    n: int
+    mean_predicted: float | None
+    observed: float | None
+    observed_low: float | None
+    observed_high: float | None
+
+
+def calibration_bins(labels: np.ndarray, scores: np.ndarray, edges: np.ndarray) -> list[CalibrationBin]:
+    """Observed rate per bin of ``scores`` (``edges`` ascending; the last bin includes its
+    upper edge), with counts and Wilson intervals: the table under a calibration plot."""
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    edges = np.asarray(edges, dtype=np.float64)
+    which = np.clip(np.digitize(scores, edges[1:-1], right=False), 0, len(edges) - 2)
+    bins = []
+    for b in range(len(edges) - 1):
+        sel = which == b
+        n = int(sel.sum())
+        if n == 0:
+            bins.append(CalibrationBin(float(edges[b]), float(edges[b + 1]), 0, None, None, None, None))
+            continue
+        positives = int(labels[sel].sum())
+        low, high = wilson_interval(positives, n)
+        bins.append(CalibrationBin(float(edges[b]), float(edges[b + 1]), n, float(scores[sel].mean()),
+                                   positives / n, low, high))
+    return bins
+
+
+def expected_calibration_error(bins: list[CalibrationBin]) -> float | None:
+    """Mean |observed - mean predicted| over the bins, weighted by their counts."""
+    total = sum(b.n for b in bins)
+    if total == 0:
+        return None
+    return float(sum(b.n * abs((b.observed or 0.0) - (b.mean_predicted or 0.0)) for b in bins if b.n) / total)

@@ -184,6 +184,16 @@ def rde(control_id: str, atc: str, time: str = "20240101090000", patient_id: str
                       f"RXE|1^^^{time}|{atc}^Drug^ATC|1||TAB"]) + "\r"
 
 
+def orm_procedure(control_id: str, status: str, performed: str, order_control: str = "SC",
+                  code: str = "00C00ZZ", system: str = "I10P", patient_id: str = "P001", issuer: str = "HOSP") -> str:
+    """ORM^O01 for a procedure order: ORC-5 ``status`` (CM completed), OBR-4 ``code``,
+    OBR-7 ``performed`` (HL7 DTM)."""
+    return "\r".join([msh(control_id, "ORM^O01^ORM_O01"), pid(patient_id, issuer),
+                      f"ORC|{order_control}|O{control_id}|F{control_id}||{status}||||{performed}",
+                      f"OBR|1|O{control_id}|F{control_id}|{code}^Evacuation of hematoma^{system}|||{performed}"]
+                     ) + "\r"
+
+
 Builder = Callable[..., str]
 
 

@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCANNER_AE, NODE_AE = "STORESCU", "HEMEX"
 
 
-def _hemex_command() -> list[str]:
+def hemex_command() -> list[str]:
     """The installed console script next to this interpreter, else the same entry point."""
     script = Path(sys.executable).with_name("hemex")
     return [str(script)] if script.is_file() else [sys.executable, "-m", "daemon.cli"]
@@ -56,7 +56,7 @@ class NodeConfig:
 def write_node_config(work: Path, pacs_port: int, pacs_ae_title: str, *, webhook_url: str | None = None,
                       quiet_period_s: float = 20.0, validate_reports: bool = False, data_dir: Path | None = None,
                       node_name: str | None = None, roles: tuple[str, ...] = ("all",),
-                      lease_s: float = 60.0) -> NodeConfig:
+                      lease_s: float = 60.0, study_settle_s: float = 10.0) -> NodeConfig:
     """Write ``work/hemex.toml`` for a node whose data dir is ``work/data`` (or ``data_dir``,
     which several nodes on one PostgreSQL database share).
 
@@ -84,6 +84,7 @@ min_free_disk_mb = 0
 
 [series]
 quiet_period_s = {quiet_period_s}
+study_settle_s = {study_settle_s}
 
 [hl7]
 host = "127.0.0.1"
@@ -131,7 +132,7 @@ class NodeProcess:
         env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
         with open(self._output, "ab") as out:  # the child keeps its own descriptor
             roles = [arg for role in self.config.roles for arg in ("--role", role)]
-            self._proc = subprocess.Popen([*_hemex_command(), "serve", "--config", str(self.config.path), *roles],
+            self._proc = subprocess.Popen([*hemex_command(), "serve", "--config", str(self.config.path), *roles],
                                           cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.starts += 1
         proc = self._proc

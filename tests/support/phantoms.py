@@ -11,6 +11,8 @@ Rescale Intercept -1024), so the whole receive -> volume -> mask path runs on th
 extra-axial, 3 oedema, 4 intraventricular blood), e.g. the real lesion map of
 ../shared/data/blast_ct_v1 resampled onto the phantom's grid.
 
+``acquired_at`` dates the study (a baseline and its follow-up hours later).
+
 ``gantry_tilt_deg`` writes the series as scanners write a tilted axial acquisition:
 Image Orientation (Patient) stays axial, each slice's Image Position is shifted along
 the column direction by z x tan(tilt), and Gantry/Detector Tilt is set. The pixels are
@@ -21,6 +23,7 @@ not depend on the tilt.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -127,8 +130,9 @@ def ct_slice_dataset(pixels_hu: np.ndarray, index: int, position_z: float, *, st
                      series_uid: str, frame_uid: str, patient_id: str, accession: str,
                      pixel_mm: float, slice_mm: float, slices: int, series_description: str,
                      kernel: str, series_number: int = 2, position_y_shift: float = 0.0,
-                     gantry_tilt_deg: float = 0.0) -> Dataset:
-    """One CT Image Storage slice with the attributes a scanner sends."""
+                     gantry_tilt_deg: float = 0.0, acquired_at: datetime | None = None) -> Dataset:
+    """One CT Image Storage slice with the attributes a scanner sends (study, series and
+    acquisition on ``acquired_at`` when given, else 2026-11-22 10:15-10:16)."""
     rows = pixels_hu.shape[0]
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
@@ -143,6 +147,9 @@ def ct_slice_dataset(pixels_hu: np.ndarray, index: int, position_z: float, *, st
     ds.IssuerOfPatientID = "HOSP-A"
     ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = "20261122"
     ds.StudyTime, ds.SeriesTime, ds.AcquisitionTime, ds.ContentTime = "101500", "101600", "101610", "101610"
+    if acquired_at is not None:
+        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = acquired_at.strftime("%Y%m%d")
+        ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = acquired_at.strftime("%H%M%S")
     ds.AccessionNumber, ds.StudyID, ds.ReferringPhysicianName = accession, "1", ""
     ds.StudyDescription = "CT HEAD WITHOUT CONTRAST"
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.AcquisitionNumber = "CT", series_number, index + 1, 1
@@ -186,6 +193,7 @@ def make_head_ct_series(
     kernel: str = "H30s",
     series_number: int = 2,
     gantry_tilt_deg: float = 0.0,
+    acquired_at: datetime | None = None,
 ) -> PhantomSeries:
     """Write a synthetic head CT series into ``folder`` (one file per slice).
 
@@ -208,7 +216,7 @@ def make_head_ct_series(
                               pixel_mm=pixel_mm, slice_mm=slice_mm, slices=slices,
                               series_description=series_description, kernel=kernel,
                               series_number=series_number, position_y_shift=shift,
-                              gantry_tilt_deg=gantry_tilt_deg)
+                              gantry_tilt_deg=gantry_tilt_deg, acquired_at=acquired_at)
         path = folder / f"ct{index:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
