@@ -19,14 +19,13 @@ import errno
 import logging
 import signal
 import ssl
-import threading
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Blueprint
-from pynetdicom.transport import ThreadedAssociationServer
 
 from daemon.alert_links import ACK_PATH, AlertLinks
 from daemon.analyse.analyse_job import AnalyseStage
@@ -40,7 +39,7 @@ from daemon.config import Settings
 from daemon.console.accounts import AccountsFile
 from daemon.console.blueprint import ConsoleDependencies, console_blueprint
 from daemon.console.session_key import load_or_create_session_key
-from daemon.deliver.channels import build_channels
+from daemon.deliver.channels import build_channels, delivery_endpoints
 from daemon.deliver.outbox import Outbox
 from daemon.deliver.outbox_worker import OutboxWorker
 from daemon.dispatch.dispatch_job import DispatchStage
@@ -49,14 +48,17 @@ from daemon.intake.hl7_intake import Hl7Intake
 from daemon.jobs.runner import JobHandler, JobRunner
 from daemon.jobs.wakeup import Wakeup
 from daemon.ops.alert_acknowledgement import AcknowledgementApp
+from daemon.ops.channel_security import plaintext_warnings
 from daemon.ops.metrics import metrics_blueprint
 from daemon.ops.performance_drift import check_drift
+from daemon.receive.association_server import GuardedAssociationServer
 from daemon.receive.instance_store import InstanceStore
 from daemon.receive.storage_scp import start_listener
 from daemon.report.alert_escalation_job import AlertEscalationStage
 from daemon.report.followup_report_job import FollowupReportStage
 from daemon.report.report_job import ReportStage
 from daemon.report.warm_validator import WarmSrValidator
+from daemon.retention.orphans import prepare_receive_tmp_dir, remove_orphan_temp_files
 from daemon.retention.purge import purge_expired
 from daemon.state.database import Database
 from daemon.web.app_factory import build_web_app, wsgi_blueprint
@@ -96,7 +98,7 @@ class Node:
         self.scheduler = BackgroundScheduler(timezone="UTC")
         owner = settings.node_name
         self.outbox = Outbox(self.db, settings.outbox, build_channels(settings), self.audit, owner=owner,
-                             lease_s=max(300.0, settings.cluster.lease_s))
+                             lease_s=max(300.0, settings.cluster.lease_s), endpoints=delivery_endpoints(settings))
         self.outbox_worker = OutboxWorker(self.outbox, self.outbox_wakeup, settings.outbox.poll_interval_s)
         self.tracker = SeriesTracker(self.db, settings.series, self.job_wakeup, selection=settings.selection)
         # Signs acknowledgement links; made (and the node key with it) before any alert.
@@ -112,8 +114,9 @@ class Node:
         receives = Role.RECEIVE in self.roles
         self.hl7 = (Hl7Intake(settings, self.db, self.audit, self.job_wakeup)
                     if settings.hl7.enabled and receives else None)
-        self._dicom_server: ThreadedAssociationServer | None = None
-        self._dicom_acceptor: threading.Thread | None = None
+        self._dicom_server: GuardedAssociationServer | None = None
+        self._previous_tempdir: str | None = None
+        self._receive_tmp_dir: str | None = None
         self._http: WebServer | None = None
         self._stop_requested = False  # set by the SIGTERM/SIGINT handler
         self._signal_handlers_installed = False
@@ -162,13 +165,19 @@ class Node:
         always True on a node without the receive role (it has no listener to lose)."""
         if Role.RECEIVE not in self.roles:
             return True
-        server, acceptor = self._dicom_server, self._dicom_acceptor
+        server = self._dicom_server
+        acceptor = server.acceptor_thread if server is not None else None
         return (server is not None and server.socket is not None and server.socket.fileno() >= 0
                 and acceptor is not None and acceptor.is_alive())
 
     def start(self) -> None:
         """Resume unfinished work, then open the listeners (of this node's roles)."""
+        for warning in plaintext_warnings(self.settings):
+            log.warning("unencrypted channel: %s", warning)
         self.scheduler.start()
+        # Temporary files of atomic writes that a crash left behind (their process is gone):
+        # a one-off job, so a large spool does not delay the listeners.
+        self.scheduler.add_job(remove_orphan_temp_files, args=[self.settings], id="orphans-at-start")
         if Role.ANALYSE in self.roles:
             if self.sr_validator is not None:
                 self.sr_validator.start()  # warms up while the node opens
@@ -192,10 +201,9 @@ class Node:
             if self.hl7 is not None:
                 with _binding("hl7.port", self.settings.hl7.host, self.settings.hl7.port):
                     self.hl7.start()
-            threads_before = set(threading.enumerate())
+            self._use_receive_tmp_dir()
             with _binding("dicom.port", self.settings.dicom.host, self.settings.dicom.port):
                 self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit)
-            self._dicom_acceptor = _acceptor_thread(threads_before)
             log.info("receiving open_series=%d dicom_port=%d", reopened, self.dicom_port)
         self._http = self._start_http_server()
         if self.settings.alerts.roster and not self.settings.alerts.acknowledgement.public_url:
@@ -203,6 +211,16 @@ class Node:
                         " public_url (until then staff acknowledge with hemex alerts --ack CODE)")
         log.info("node started node=%s roles=%s database=%s", self.settings.node_name,
                  ",".join(sorted(r.value for r in self.roles)), self.db.description)
+
+    def _use_receive_tmp_dir(self) -> None:
+        """Point the process's temporary folder (tempfile: process-wide) into the data
+        directory, where pynetdicom writes objects as they arrive: on the spool's file
+        system (an object is moved, not copied, into the spool) rather than a shared or
+        RAM-backed /tmp. Each process has its own folder (the data directory may be shared
+        by nodes); those of processes that are gone are removed first."""
+        folder = prepare_receive_tmp_dir(self.settings)
+        self._previous_tempdir, self._receive_tmp_dir = tempfile.tempdir, str(folder)
+        tempfile.tempdir = str(folder)
 
     def web_blueprints(self) -> list[Blueprint]:
         """Every module's routes on the node's HTTP server: the route registry.
@@ -280,6 +298,8 @@ class Node:
             self._http.stop()
         self.audit.close()
         self.db.close()
+        if self._receive_tmp_dir is not None and tempfile.tempdir == self._receive_tmp_dir:
+            tempfile.tempdir = self._previous_tempdir
         log.info("node stopped")
 
     def handle_shutdown_signals(self) -> None:
@@ -326,10 +346,3 @@ def _binding(setting: str, host: str, port: int) -> Iterator[None]:
         elif exc.errno == errno.EACCES and 0 < port < 1024:
             hint = "; ports below 1024 need CAP_NET_BIND_SERVICE (docs/admin.md)"
         raise ListenerPortError(f"cannot listen on {host}:{port} ({setting}): {reason.lower()}{hint}") from exc
-
-
-def _acceptor_thread(threads_before: set[threading.Thread]) -> threading.Thread | None:
-    """The thread pynetdicom just started to accept associations; it keeps no reference."""
-    started = [thread for thread in threading.enumerate()
-               if thread not in threads_before and thread.name.startswith("AcceptorServer")]
-    return started[0] if started else None

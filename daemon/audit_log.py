@@ -12,6 +12,8 @@ import json
 import os
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from domain.durable_files import ensure_private_dir
@@ -40,3 +42,34 @@ class AuditLog:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+class Throttle:
+    """At most one report per key (e.g. a peer address and a reason) per ``interval_s``.
+
+    A peer that opens thousands of connections a second to be refused must not fill the
+    operational log and the audit log with as many lines: the first refusal is reported,
+    the next ones within the interval are counted, and the next report carries the count.
+    """
+
+    def __init__(self, interval_s: float = 10.0, max_keys: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval_s = interval_s
+        self._max_keys = max_keys
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # key -> (reported at, suppressed)
+
+    def admit(self, key: str) -> int | None:
+        """None: suppress this report; else report it, with this many suppressed since the last."""
+        now = self._clock()
+        with self._lock:
+            reported_at, suppressed = self._seen.get(key, (float("-inf"), 0))
+            if now - reported_at < self._interval_s:
+                self._seen[key] = (reported_at, suppressed + 1)
+                return None
+            self._seen[key] = (now, 0)
+            self._seen.move_to_end(key)
+            while len(self._seen) > self._max_keys:
+                self._seen.popitem(last=False)
+            return suppressed

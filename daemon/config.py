@@ -9,9 +9,11 @@ daemon with a non-zero exit and a message naming the field.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import sys
+import urllib.parse
 from datetime import time
 from itertools import combinations
 from pathlib import Path
@@ -23,6 +25,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -51,8 +54,25 @@ else:  # pragma: no cover - Python 3.10 (pydantic-settings depends on tomli ther
     import tomli as tomllib
 
 
+def masked_url(url: str) -> str:
+    """``url`` with its password and every query value replaced by ``***``.
+
+    Scheme, user, host, port and path stay, so an operator can still tell which endpoint
+    it is; put tokens in ``token``/``token_file``, not in the path.
+    """
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]  # host and port as written (IPv6 brackets kept)
+        netloc = f"{parts.username or ''}:***@{host}"
+    query = "&".join(f"{name}=***" for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a validation error names the field and the problem but never
+    # echoes the value, which may be a password typed under a mistyped key.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 # Every network step and validator run has a finite timeout of at least a second: 0 or a
@@ -68,14 +88,29 @@ class DicomListenerSettings(_Section):
     port: int = Field(11112, ge=0, le=65535)  # 0 = any free port (tests); see Node.dicom_port
     # Calling AE titles allowed to C-STORE (any may associate and C-ECHO); empty = any.
     allowed_calling_ae_titles: list[str] = ["STORESCU", "CT_SCANNER"]
-    acse_timeout_s: Timeout = 30.0
-    dimse_timeout_s: Timeout = 60.0
+    # Refuse C-STORE (0x0124) on an association that called another AE title than
+    # ``ae_title`` (C-ECHO still answers, as for any calling AE title).
+    require_called_ae_title: bool = True
+    # Connections at once, in any phase (TLS handshake, association request, association),
+    # in all and from one peer address; more are refused at once (A-ASSOCIATE-RJ, local
+    # limit exceeded), so silent or slow peers cannot hold every slot.
+    max_associations: int = Field(32, ge=1, le=1000)
+    max_associations_per_peer: int = Field(8, ge=1, le=1000)
+    # Phase timeouts: the TLS handshake; the A-ASSOCIATE request, counted from the TCP
+    # connection; a DIMSE message (command and data set), from its first fragment; any PDU
+    # once begun, and silence (no byte at all) within an association.
+    tls_handshake_timeout_s: Timeout = 10.0
+    acse_timeout_s: Timeout = 10.0
+    dimse_timeout_s: Timeout = 600.0
     network_timeout_s: Timeout = 60.0
-    maximum_pdu_size: int = 0  # 0 = unlimited
+    # Largest P-DATA PDU the listener announces and accepts (bytes); a longer PDU aborts
+    # the association before it is read.
+    maximum_pdu_size: int = Field(262144, ge=4096, le=16 * 1024 * 1024)
     # Refuse new instances (status A700, out of resources) below this much free space.
     min_free_disk_mb: int = 500
-    # Largest single object accepted (bytes of the encoded dataset).
-    max_instance_bytes: int = 512 * 1024 * 1024
+    # Largest single object accepted (bytes of the encoded data set): the association is
+    # aborted as soon as a data set passes it, before the rest is read.
+    max_instance_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     # What a C-STORE success promises (docs/promises.md, Durability). "power-loss": the
     # file (and its folder) are fsynced and the row committed durably before the answer.
     # "process-crash": the file is renamed into place and the row committed without
@@ -236,11 +271,16 @@ class OutboxSettings(_Section):
 
 class WebhookTarget(_Section):
     name: str
+    # Printed (check-config, start-up log) with its password and query values masked.
     url: str
     # Sent as "Authorization: Bearer <token>"; prefer HEMEX_ALERTS__... env or token_file.
     token: SecretStr | None = None
     token_file: Path | None = None
     timeout_s: Timeout = 10.0
+
+    @field_serializer("url", when_used="json")
+    def _url_masked(self, url: str) -> str:
+        return masked_url(url)
 
 
 class EmailSettings(_Section):
@@ -262,10 +302,14 @@ class ContactSettings(_Section):
 
     name: str
     email: list[str] = []
-    webhook_url: str | None = None
+    webhook_url: str | None = None  # printed with its password and query values masked
     webhook_token: SecretStr | None = None
     webhook_token_file: Path | None = None
     timeout_s: Timeout = 10.0
+
+    @field_serializer("webhook_url", when_used="json")
+    def _url_masked(self, url: str | None) -> str | None:
+        return masked_url(url) if url else url
 
     @model_validator(mode="after")
     def _reachable(self) -> ContactSettings:
@@ -343,9 +387,16 @@ class AcknowledgementSettings(_Section):
         return value
 
 
-class AlertSettings(_Section):
-    """When and where on-call staff are alerted."""
+IdentifierLevel = Literal["none", "accession", "all"]
 
+
+class AlertSettings(_Section):
+    """When and where on-call staff are alerted, and what the alert says."""
+
+    # Identifiers in webhook and e-mail alerts: "none" (the study's non-PHI handle and the
+    # findings), "accession" (+ accession number and study date), "all" (+ patient ID,
+    # issuer and Study Instance UID). Never the patient's name.
+    include_identifiers: IdentifierLevel = "none"
     min_volume_ml: float = 30.0
     # Alert when the expansion risk category is "high" (only from validated weights).
     on_high_expansion_risk: bool = True
@@ -444,7 +495,19 @@ class Hl7Settings(_Section):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
-    max_message_bytes: int = 1024 * 1024
+    # Who may send: connections from these addresses or networks ("10.1.2.0/24")...
+    allowed_peers: list[str] = ["127.0.0.1", "::1"]
+    # ...or, with mutual TLS, presenting a certificate with one of these subject CNs.
+    allowed_client_certificates: list[str] = []
+    # Messages whose MSH-3 ("LAB") or MSH-3^MSH-4 ("LAB^HOSP") is listed; empty = any.
+    allowed_senders: list[str] = []
+    # Open connections at once, in all and from one peer address; more are closed at once.
+    max_connections: int = Field(32, ge=1, le=10000)
+    max_connections_per_peer: int = Field(4, ge=1, le=10000)
+    # A frame, once begun, must end within this; else the connection is closed (the
+    # sender still holds the message, never acknowledged, and sends it again).
+    frame_timeout_s: Timeout = 30.0
+    max_message_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Observations are matched inside this window around the CT acquisition time.
     match_window_before_h: float = 24.0
     match_window_after_h: float = 6.0
@@ -469,6 +532,20 @@ class Hl7Settings(_Section):
     outbound_tls_ca: Path | None = None
     outbound_tls_cert: Path | None = None  # client certificate for mutual TLS
     outbound_tls_key: Path | None = None
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _networks_valid(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError("each entry must be an IP address or network, e.g. 10.1.2.3 or 10.1.2.0/24") from None
+        return value
+
+    def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``allowed_peers`` as networks."""
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in self.allowed_peers)
 
 
 class RetentionSettings(_Section):
@@ -584,6 +661,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
+        hide_input_in_errors=True,
     )
 
     data_dir: Path = Path("./var")
@@ -670,6 +748,11 @@ class Settings(BaseSettings):
         return self.data_dir / "logs"
 
     @property
+    def tmp_dir(self) -> Path:
+        """Objects being received, one folder per process (daemon/retention/orphans.py)."""
+        return self.data_dir / "tmp"
+
+    @property
     def node_key_path(self) -> Path:
         """Where the node keeps its generated signing key (when none is configured)."""
         return self.data_dir / "node.key"
@@ -681,7 +764,8 @@ class Settings(BaseSettings):
 
     def redacted(self) -> dict[str, Any]:
         """The settings as plain data with secrets masked, for the start-up log."""
-        return json.loads(self.model_dump_json())  # SecretStr dumps as "**********"
+        # SecretStr dumps as "**********"; webhook URLs with their credentials masked.
+        return json.loads(self.model_dump_json())
 
 
 def _hosts_overlap(host_a: str, host_b: str) -> bool:

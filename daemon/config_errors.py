@@ -4,7 +4,8 @@ A bad configuration file or environment variable stops the node with one message
 names the file and line (or the environment variable) and the setting, in the
 configuration's own dotted names (``dicom.port``, ``destinations[0].port``); never a
 traceback, an internal class name or a link to a library's documentation. A value is
-quoted back only when it is short and the setting is not a secret.
+quoted back only when it is short, the setting is not a secret and the key is a known
+one (``pasword = "..."`` is a password under a typo).
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def describe_validation_error(error: ValidationError, model: type[BaseModel], co
         loc: Location = tuple(item["loc"])
         name = setting_name(loc)
         source = _source(loc, config_file, text, overrides, environ)
-        value = "" if item["type"] == "missing" or not loc or is_secret(model, loc) else _quoted(item.get("input"))
+        # An unknown key's value is never quoted: it may be a password under a mistyped key.
+        hidden = item["type"] in ("missing", "extra_forbidden") or not loc or is_secret(model, loc)
+        value = "" if hidden else _quoted(item.get("input"))
         detail = "; ".join(part for part in (f"got {value}" if value else "", source) if part)
         prefix = f"{name}: " if loc else ""
         lines.append(f"  {prefix}{_reason(item)}" + (f" ({detail})" if detail else ""))

@@ -76,7 +76,7 @@ class Node:
         token_file = tmp_path / "webhook.token"
         token_file.write_text(TOKEN + "\n")
         self.settings = AlertSettings(
-            min_volume_ml=min_volume_ml,
+            min_volume_ml=min_volume_ml, include_identifiers="all",
             webhooks=[WebhookTarget(name="oncall", url=webhook_url, token_file=token_file, timeout_s=5.0)],
             email=EmailSettings(enabled=True, smtp_host="127.0.0.1", smtp_port=smtp_port, timeout_s=5.0,
                                 sender="hemex@test.invalid", recipients=["stroke-oncall@test.invalid"]))
@@ -114,7 +114,8 @@ def test_alert_reaches_webhook_and_email_with_what_staff_need(tmp_path: Path, sm
     request = webhook.requests[0]
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
     body = json.loads(request.body)
-    assert body["study"] == {"handle": "st-0123456789", "study_instance_uid": study.identity.study_uid,
+    assert body["study"] == {"handle": "st-0123456789", "identifiers": "all",
+                             "study_instance_uid": study.identity.study_uid,
                              "patient_id": PATIENT_ID, "issuer_of_patient_id": "HOSP-A",
                              "accession_number": "ACC-5544", "study_date": "2026-11-22T09:30:00"}
     assert body["hematoma"]["volume_ml"] == 42.0 and body["hematoma"]["abc2_ml"] == pytest.approx(46.2)

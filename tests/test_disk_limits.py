@@ -7,6 +7,7 @@ the min_free_disk_mb threshold, changed between two listeners on the same data d
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -149,6 +150,46 @@ def test_hl7_disk_full_answers_ae_then_recovers_on_the_same_data_dir(tmp_path: P
     finally:
         intake.listener.stop()
         intake.processor.stop()
+
+
+def test_orphan_temporary_files_are_removed_at_start(tmp_path: Path) -> None:
+    """A kill -9 during a write leaves ``.<name>.<host>.<pid>.<thread>.tmp`` beside its
+    target, and a partly received object in the process's folder under ``tmp/``; the next
+    start removes those of this host's processes that are gone, and nothing else (the data
+    directory may be shared with nodes on other hosts, or with a running process)."""
+    import subprocess
+    import sys
+
+    from daemon.app import Node
+    from domain.durable_files import HOST_TAG
+    from tests.support.node_settings import loopback_node_settings
+    from tests.support.peers import wait_until
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a process that ran and is gone
+    gone.wait()
+    dead = gone.pid
+    settings = loopback_node_settings(tmp_path / "node", hl7={"enabled": False})
+    series = settings.spool_dir / "1.2.3" / "1.2.3.4"
+    kept = [series / "1.2.3.4.5.dcm",
+            series / f".1.2.3.4.7.dcm.deadbeef.{dead}.1.tmp",             # another host's
+            series / f".1.2.3.4.8.dcm.{HOST_TAG}.{os.getppid()}.1.tmp"]   # a running process's
+    orphans = [series / f".1.2.3.4.6.dcm.{HOST_TAG}.{dead}.1.tmp",
+               settings.results_dir / "abc" / f".sr.dcm.{HOST_TAG}.{dead}.7.tmp",
+               settings.data_dir / "hl7" / "2026-01-01" / f".x.hl7.{HOST_TAG}.{dead}.9.tmp",
+               settings.data_dir / "tmp" / f"{HOST_TAG}.{dead}" / "tmpk2j3h4.dcm"]
+    for path in [*kept, *orphans]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    node = Node(settings)
+    node.start()
+    try:
+        # The receive folders are cleaned before the listeners open; the tree is walked by
+        # a one-off scheduled job (a large spool must not delay the listeners).
+        assert not orphans[-1].exists()
+        wait_until(lambda: not any(path.exists() for path in orphans), timeout_s=10.0)
+        assert all(path.exists() for path in kept)
+    finally:
+        node.stop()
 
 
 def test_retention_purges_follow_up_report_folders_too(tmp_path: Path) -> None:

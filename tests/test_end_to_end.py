@@ -37,6 +37,7 @@ def _node_settings(tmp_path: Path, orthanc: Orthanc, smtp: SmtpReceiver, webhook
         tmp_path / "node", orthanc,
         alerts={
             "min_volume_ml": 10.0,
+            "include_identifiers": "all",  # the alert content is checked below
             "webhooks": [{"name": "oncall", "url": webhook.url, "token": "s3cret-token"}],
             "email": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": smtp.port,
                       "sender": "hemex@test.invalid", "recipients": ["oncall@test.invalid"]},

@@ -20,13 +20,19 @@ from tests.support.fuzz_targets import (
     DICOM_STATUSES,
     HL7_EXPECTED,
     DicomTarget,
+    PduGuardTarget,
+    association_seeds,
+    client_hello,
     dataset_bytes_of,
     dicom_seed,
+    echo_succeeds,
     hl7_seeds,
     hl7_target,
     mutated,
+    send_hostile_stream,
 )
 from tests.support.hl7_peers import MllpClient, adt, msa, start_intake
+from tests.support.peers import wait_until
 
 CASES = sorted(Path(__file__).with_name("fuzz_cases").glob("dicom-*.bin"))
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -111,3 +117,43 @@ def test_found_hl7_case_gets_an_ae_ack_and_the_connection_goes_on(tmp_path: Path
     finally:
         intake.listener.stop()
         intake.processor.stop()
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(mutated(association_seeds()))
+def test_association_byte_guard_short_fuzz(data: bytes) -> None:
+    """Whatever a peer sends, the guard gives a verdict or nothing, and never raises."""
+    PduGuardTarget()(data)
+
+
+def test_hostile_association_and_tls_streams_leave_the_listener_serving(tmp_path: Path) -> None:
+    """A few of bench/fuzz_parsers.py's association and TLS streams: each association ends
+    within its timeouts and a good C-ECHO follows (the full run is the bench)."""
+    import random
+    import ssl
+
+    from tests.support.pki import make_pki
+    from tests.support.required_tools import required_tool
+
+    required_tool("openssl", "Debian's openssl package")
+    pki = make_pki(tmp_path / "pki")
+    client = ssl.create_default_context(cafile=str(pki.ca_cert))
+    rng = random.Random(3)
+    seeds = association_seeds()
+    for tls in (None, client):
+        options: dict[str, object] = {"acse_timeout_s": 1.0, "network_timeout_s": 1.0, "max_instance_bytes": 4096}
+        if tls is not None:
+            options.update(tls_cert=pki.server_cert, tls_key=pki.server_key, tls_handshake_timeout_s=1.0)
+        running = start_receive_listener(tmp_path / ("tls" if tls else "plain"), **options)
+        try:
+            streams = [seeds[0][:40], seeds[1] + rng.randbytes(200), bytes(seeds[2][:7]) + b"\xff" * 20]
+            if tls is not None:
+                hello = client_hello()
+                send_hostile_stream(running.port, hello[:60] + rng.randbytes(100), None, wait_s=3)
+            for stream in streams:
+                send_hostile_stream(running.port, stream, tls, wait_s=3)
+            server = running.server
+            wait_until(lambda: not server.active_associations, timeout_s=6.0, interval_s=0.05)  # noqa: B023
+            assert echo_succeeds(running.port, tls)
+        finally:
+            running.stop()

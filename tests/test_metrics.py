@@ -151,7 +151,7 @@ def test_healthz_is_200_while_the_listener_runs_and_503_once_it_stops(tmp_path: 
         status, body = _get(node.metrics_port, "/healthz")
         assert status == 200, body
         assert json.loads(body) == {"status": "ok", "database": "ok", "dicom_listener": "alive",
-                                    "version": __version__}
+                                    "disk": "ok", "version": __version__}
         listener = node._dicom_server  # stop only the DICOM listener, as if it had died
         assert listener is not None
         listener.shutdown()
@@ -164,6 +164,24 @@ def test_healthz_is_200_while_the_listener_runs_and_503_once_it_stops(tmp_path: 
         assert _get(node.metrics_port, "/nothing-here")[0] == 404
     finally:
         node.stop()
+
+
+@pytest.mark.sqlite_only
+def test_healthz_is_503_while_free_disk_is_below_the_floor(tmp_path: Path) -> None:
+    """The probes saw /healthz say ok while the disk was full and every image got A700."""
+    free_mb = shutil.disk_usage(tmp_path).free // (1024 * 1024)
+    db = Database(tmp_path / "hemex.sqlite3")
+    floor = (free_mb + 1024) * 1024 * 1024
+    server = WebServer("127.0.0.1", 0, build_web_app([metrics_blueprint(db, tmp_path, floor, lambda: True)],
+                                                     b"k" * 32))
+    server.start()
+    try:
+        status, body = _get(server.port, "/healthz")
+        assert status == 503, body
+        assert json.loads(body)["disk"].startswith("below dicom.min_free_disk_mb")
+    finally:
+        server.stop()
+        db.close()
 
 
 @pytest.mark.sqlite_only

@@ -85,7 +85,8 @@ def test_node_reports_the_tiny_unvalidated_model_and_raises_no_risk_alert(
                                  str(node.dicom_port), *map(str, ct.paths)],
                                 capture_output=True, text=True, timeout=120, check=False)
         assert result.returncode == 0, result.stderr
-        wait_until(lambda: len(orthanc.instances()) >= 3, timeout_s=120, interval_s=0.5)  # SEG, KO, SR
+        # SEG, KO, the key-image capture, then the SR (sent last: what it references goes first).
+        wait_until(lambda: len(orthanc.instances()) >= 4, timeout_s=120, interval_s=0.5)
         sr = the_sr(orthanc)
 
         # The probability, with the model's name and version as its algorithm.

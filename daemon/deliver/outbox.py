@@ -80,7 +80,8 @@ class Outbox:
     def __init__(self, db: Database, settings: OutboxSettings,
                  channels: Mapping[str, DeliveryChannel | SingleItemChannel], audit: AuditLog | None = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 owner: str = "node", lease_s: float = 300.0) -> None:
+                 owner: str = "node", lease_s: float = 300.0,
+                 endpoints: Mapping[tuple[str, str], str] | None = None) -> None:
         self._db = db
         self._settings = settings
         # Items a pass claims carry this node's name and a lease, so that another node
@@ -90,6 +91,9 @@ class Outbox:
         self._lease_s = lease_s
         self._channels = {name: as_batch_channel(channel) for name, channel in channels.items()}
         self._audit = audit
+        # (channel, destination name) -> where it really went, for the audit log: the
+        # configuration may name another endpoint next year.
+        self._endpoints = dict(endpoints or {})
         self._clock = clock
         self._rng = rng or random.Random()
         # Passes are exclusive so a manual pass and the scheduled one never send an item twice.
@@ -176,6 +180,7 @@ class Outbox:
             result.delivered.append(item.id)
             if self._audit is not None:
                 self._audit.record("delivered", channel=item.channel, destination=item.destination,
+                                   endpoint=self._endpoints.get((item.channel, item.destination)),
                                    item_key=item.item_key, study_uid=item.study_uid, attempts=attempts)
         elif permanent or attempts >= self._settings.max_attempts:
             result.dead.append(item.id)
@@ -183,6 +188,7 @@ class Outbox:
                       " reason=%r", item.id, item.channel, item.destination, attempts, permanent, reason)
             if self._audit is not None:
                 self._audit.record("delivery-failed", channel=item.channel, destination=item.destination,
+                                   endpoint=self._endpoints.get((item.channel, item.destination)),
                                    item_key=item.item_key, study_uid=item.study_uid, reason=reason)
         else:
             result.retrying.append(item.id)

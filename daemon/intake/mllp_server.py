@@ -6,10 +6,15 @@ stored on one worker thread, then acknowledged:
 
 - AA  stored (or already stored: a duplicate control id is acknowledged, stored once);
 - AE  malformed, unparseable, wrong encoding, too large, a framing error, or no disk space;
-- AR  unsupported message type, HL7 version or character set.
+- AR  unsupported message type, HL7 version or character set, or a sending application
+      not in ``hl7.allowed_senders``.
 
 A frame that fails never ends the connection: the reader resynchronises on the next
-start-of-block byte, so the sender's following messages are still read.
+start-of-block byte, so the sender's following messages are still read. A connection is
+closed at once when its peer is not allowed or over its budget (``sender_policy.py``),
+and when a frame, once begun, does not end within ``hl7.frame_timeout_s``: each
+connection holds at most about twice ``hl7.max_message_bytes`` of buffer, and for a
+bounded time, however its sender behaves.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 from hl7.mllp import start_hl7_server
 from sqlalchemy.exc import SQLAlchemyError
 
-from daemon.audit_log import AuditLog
+from daemon.audit_log import AuditLog, Throttle
 from daemon.config import Hl7Settings
 from daemon.intake.hl7_ack import build_ack
 from daemon.intake.hl7_parsing import (
@@ -38,6 +43,7 @@ from daemon.intake.hl7_parsing import (
 )
 from daemon.intake.message_processor import MessageProcessor
 from daemon.intake.message_store import MessageStore
+from daemon.intake.sender_policy import Refusal, SenderPolicy, certificate_common_name
 from daemon.state.database import Database
 from daemon.tls import server_context
 from domain.errors import StorageFullError
@@ -73,6 +79,10 @@ class _Unframed:
         self.data = data
 
 
+class _FrameTimedOut(Exception):
+    """A frame began and did not end within hl7.frame_timeout_s."""
+
+
 class MllpListener:
     """MLLP server on ``settings.host``/``settings.port`` (0 = any free port; see ``port``).
 
@@ -100,7 +110,9 @@ class MllpListener:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
-        self._connections: set[asyncio.Task] = set()
+        self._connections: dict[asyncio.Task, str] = {}  # open connection -> peer address
+        self._policy = SenderPolicy(settings)
+        self._throttle = Throttle()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._port: int | None = None
@@ -150,7 +162,8 @@ class MllpListener:
                 self._accept, self._settings.host, self._settings.port,
                 # Room for the start byte: a payload of exactly max_message_bytes fits.
                 limit=self._settings.max_message_bytes + 1, ssl=context,
-                ssl_handshake_timeout=self._settings.idle_timeout_s if context else None,
+                # The handshake is bounded like a frame: a silent TLS peer is dropped soon.
+                ssl_handshake_timeout=self._settings.frame_timeout_s if context else None,
             ))
             self._server = server
             self._port = int(server.sockets[0].getsockname()[1])
@@ -179,9 +192,29 @@ class MllpListener:
         self._loop.create_task(finish())
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+        peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
+        hosts = list(self._connections.values())
+        refusal = self._policy.connection_refusal(host, certificate_common_name(writer.get_extra_info("peercert")),
+                                                  len(hosts), hosts.count(host))
+        if refusal is not None:
+            writer.close()  # nothing is read: not a byte of an unknown or excess peer is buffered
+            self._report_refusal("hl7-connection-refused", peer_text, host, refusal)
+            return
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer, next(self._ids)))
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
+        self._connections[task] = host
+        task.add_done_callback(lambda done: self._connections.pop(done, None))
+
+    def _report_refusal(self, action: str, peer: str, host: str, refusal: Refusal, **fields: object) -> None:
+        """A WARNING naming the setting, and the audit record; a flood is counted, not repeated."""
+        suppressed = self._throttle.admit(f"{host}|{refusal.setting}")
+        if suppressed is None:
+            return
+        log.warning("%s peer=%s reason=%s%s", action.replace("-", " "), peer, refusal.describe(),
+                    f" repeated={suppressed}" if suppressed else "")
+        if self._audit is not None and action == "hl7-connection-refused":
+            self._audit.record(action, peer=peer, reason=refusal.describe(), repeated=suppressed, **fields)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: int) -> None:
         """One connection: read frames until EOF, idle timeout or a transport error."""
@@ -194,7 +227,7 @@ class MllpListener:
                 frame = await self._read_frame(reader, conn)
                 if frame is None:
                     break
-                outcome, ack = await loop.run_in_executor(self._executor, self._handle_frame, frame)
+                outcome, ack = await loop.run_in_executor(self._executor, self._handle_frame, frame, peer_text)
                 writer.writeblock(ack)  # type: ignore[attr-defined]  # hl7.mllp writer
                 await writer.drain()
                 count += 1
@@ -204,6 +237,10 @@ class MllpListener:
                 self._record(outcome, peer_text)
         except asyncio.TimeoutError:
             log.info("hl7 connection idle conn=%d timeout_s=%s", conn, self._settings.idle_timeout_s)
+        except _FrameTimedOut:
+            # Never acknowledged, so the sender still holds the message and sends it again.
+            log.warning("hl7 connection closed conn=%d peer=%s reason=frame not complete in time"
+                        " (hl7.frame_timeout_s)", conn, peer_text)
         except asyncio.IncompleteReadError as exc:
             if exc.partial.strip():
                 # Never acknowledged, so the sender still holds it and will resend.
@@ -219,17 +256,25 @@ class MllpListener:
             log.debug("hl7 connection closed conn=%d messages=%d", conn, count)
 
     async def _read_frame(self, reader: asyncio.StreamReader, conn: int) -> bytes | _Oversized | _Unframed | None:
-        """The next frame's payload; None at a clean end of stream."""
-        timeout = self._settings.idle_timeout_s
+        """The next frame's payload; None at a clean end of stream.
+
+        Between frames the connection may stay silent for ``idle_timeout_s``; once a
+        frame's first byte is in, the frame must end within ``frame_timeout_s``.
+        """
         while True:
+            first = await asyncio.wait_for(reader.read(1), self._settings.idle_timeout_s)
+            if not first:
+                return None
             try:
-                block = await asyncio.wait_for(reader.readuntil(END_BLOCK), timeout)
+                block = first + await asyncio.wait_for(reader.readuntil(END_BLOCK), self._settings.frame_timeout_s)
+            except asyncio.TimeoutError as exc:
+                raise _FrameTimedOut from exc
             except asyncio.LimitOverrunError as exc:
-                return await self._discard_oversized(reader, exc)
+                return await self._discard_oversized(reader, exc, first)
             except asyncio.IncompleteReadError as exc:
-                if not exc.partial.strip(b"\r\n\t \x00"):
+                if not (first + exc.partial).strip(b"\r\n\t \x00"):
                     return None
-                raise
+                raise asyncio.IncompleteReadError(first + exc.partial, None) from exc
             start = block.rfind(START_BLOCK)
             if start < 0:
                 payload = block[:-2].strip(b"\r\n\t \x00")
@@ -242,18 +287,25 @@ class MllpListener:
                 log.warning("hl7 framing error conn=%d discarded_bytes=%d reason=unterminated frame", conn, start)
             return block[start + 1:-2]
 
-    async def _discard_oversized(self, reader: asyncio.StreamReader,
-                                 exc: asyncio.LimitOverrunError) -> _Oversized:
+    async def _discard_oversized(self, reader: asyncio.StreamReader, exc: asyncio.LimitOverrunError,
+                                 first: bytes) -> _Oversized:
         """Drop a frame over the limit up to its end block, keeping its head for the ACK."""
-        timeout = self._settings.idle_timeout_s
-        head = b""
+        try:
+            return await asyncio.wait_for(self._skip_to_end(reader, exc, first), self._settings.frame_timeout_s)
+        except asyncio.TimeoutError as timed_out:
+            raise _FrameTimedOut from timed_out
+
+    async def _skip_to_end(self, reader: asyncio.StreamReader, exc: asyncio.LimitOverrunError,
+                           first: bytes) -> _Oversized:
+        timeout = self._settings.frame_timeout_s
+        head = first
         while True:
             if "is found" in str(exc):
                 data = await asyncio.wait_for(reader.readexactly(exc.consumed + len(END_BLOCK)), timeout)
-                head = head or data[:4096]
+                head = head if len(head) > 1 else head + data[:4096]
                 return _Oversized(head)
             data = await asyncio.wait_for(reader.readexactly(exc.consumed), timeout)
-            head = head or data[:4096]
+            head = head if len(head) > 1 else head + data[:4096]
             try:
                 await asyncio.wait_for(reader.readuntil(END_BLOCK), timeout)
                 return _Oversized(head)
@@ -273,7 +325,7 @@ class MllpListener:
                            reason=outcome.reason if outcome.ack_code != "AA" else None)
 
     # --- store thread ---------------------------------------------------------------
-    def _handle_frame(self, frame: bytes | _Oversized | _Unframed) -> tuple[AckOutcome, bytes]:
+    def _handle_frame(self, frame: bytes | _Oversized | _Unframed, peer: str = "") -> tuple[AckOutcome, bytes]:
         """Check, store and build the ACK for one frame (runs on the store thread)."""
         if isinstance(frame, _Oversized):
             limit = self._settings.max_message_bytes
@@ -286,6 +338,10 @@ class MllpListener:
         except MessageRejected as rejected:
             return self._reject(frame, rejected.ack_code, rejected.error_code, rejected.reason,
                                 rejected.log_reason)
+        refusal = self._policy.message_refusal(checked.header)
+        if refusal is not None:
+            self._report_refusal("hl7-message-refused", peer, peer.rsplit(":", 1)[0], refusal)
+            return self._reject(frame, "AR", "207", refusal.describe())
         try:
             stored = self._store.store(checked, frame)
         except StorageFullError as exc:

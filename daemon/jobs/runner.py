@@ -25,6 +25,7 @@ from daemon.state.database import Database
 from domain.errors import HemexError, NoAnalysableSeriesError
 from domain.handles import study_handle
 from domain.jobs import STUDY_JOBS, Job, JobKind
+from domain.redaction import mask_quoted
 from domain.study import StudyEvent
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,9 @@ class JobRunner:
                     repos.jobs.enqueue(job.kind, job.key, now + again_in, now)
 
     def _fail(self, job: Job, exc: Exception, retry_at: float | None) -> None:
-        reason = (str(exc) if isinstance(exc, HemexError) else f"{type(exc).__name__}: {exc}")[:_REASON_CHARS]
+        # jobs.last_error and the log: a library's message may quote a patient's value.
+        reason = mask_quoted(str(exc) if isinstance(exc, HemexError) else f"{type(exc).__name__}: {exc}")
+        reason = reason[:_REASON_CHARS]
         state = None
         reported = False
         with self._db.transaction() as repos:

@@ -4,7 +4,8 @@
 Prometheus, Zabbix, Grafana Agent and Nagios plugins all scrape. Every figure is read
 from the node database at scrape time, so it is the durable truth: it survives restarts
 and cannot drift from what ``hemex status`` says. ``GET /healthz`` answers 200 while the
-database answers and the DICOM listener runs, 503 otherwise.
+database answers, the DICOM listener runs and free disk space is above the DICOM
+listener's floor, 503 otherwise.
 
 No label carries PHI: labels are states, job kinds, channel names and the version; never
 a patient id, accession or UID.
@@ -164,8 +165,11 @@ class NodeStateCollector(Collector):
         families["hemex_hl7_messages_unprocessed"].add_metric([], figures.hl7_unprocessed)
 
 
-def health(db: Database, listener_alive: Callable[[], bool]) -> tuple[bool, dict[str, str]]:
-    """Whether the node can take work: the database answers and the DICOM listener runs.
+def health(db: Database, listener_alive: Callable[[], bool], data_dir: Path,
+           min_free_disk_bytes: int) -> tuple[bool, dict[str, str]]:
+    """Whether the node can take work: the database answers, the DICOM listener runs and
+    the data directory has more free space than ``dicom.min_free_disk_mb`` (below it
+    every image gets A700, so the node is not taking work).
 
     Returns
     -------
@@ -180,7 +184,13 @@ def health(db: Database, listener_alive: Callable[[], bool]) -> tuple[bool, dict
     except SQLAlchemyError as exc:
         details["database"] = f"error: {type(exc).__name__}"
     details["dicom_listener"] = "alive" if listener_alive() else "stopped"
-    healthy = details["database"] == "ok" and details["dicom_listener"] == "alive"
+    try:
+        free = shutil.disk_usage(data_dir).free
+        details["disk"] = "ok" if free >= min_free_disk_bytes else (
+            f"below dicom.min_free_disk_mb: {free // (1024 * 1024)} MB free")
+    except OSError as exc:
+        details["disk"] = f"error: {type(exc).__name__}"
+    healthy = details["database"] == "ok" and details["dicom_listener"] == "alive" and details["disk"] == "ok"
     details["status"] = "ok" if healthy else "unavailable"
     return healthy, details
 
@@ -213,7 +223,7 @@ def metrics_blueprint(db: Database, data_dir: Path, min_free_disk_bytes: int,
 
     @blueprint.get("/healthz")
     def healthz() -> Response:
-        healthy, details = health(db, listener_alive)
+        healthy, details = health(db, listener_alive, data_dir, min_free_disk_bytes)
         return Response(json.dumps(details), status=200 if healthy else 503, mimetype="application/json")
 
     @blueprint.get("/metrics")

@@ -14,7 +14,7 @@ from daemon.receive.group_commit import GroupCommitter
 from daemon.receive.write_back import WriteBackSync
 from daemon.state.database import Database
 from daemon.state.image_repository import ArrivedInstance
-from domain.durable_files import ensure_private_dir, free_bytes, write_atomically
+from domain.durable_files import FileTail, ensure_private_dir, free_bytes, write_atomically
 from domain.errors import StorageFullError
 from domain.handles import study_handle
 from domain.study import ReceivedInstance, SeriesProgress, StudyEvent
@@ -59,8 +59,11 @@ class InstanceStore:
             folders = [spool_dir] if db.path is None else [spool_dir, db.path.parent]
             self.write_back = WriteBackSync(folders, write_back_interval_s)
 
-    def store(self, instance: ReceivedInstance, encoded_file: bytes, calling_ae_title: str) -> StoreOutcome:
+    def store(self, instance: ReceivedInstance, encoded_file: bytes | FileTail, calling_ae_title: str) -> StoreOutcome:
         """Persist one instance; a SOP Instance UID already held is stored once.
+
+        ``encoded_file`` is the DICOM file, or its file meta and the received data set on
+        disk (copied in chunks: a large object is never held in memory).
 
         Raises
         ------
@@ -75,12 +78,13 @@ class InstanceStore:
             with self._db.reading() as repos:
                 if repos.images.holds(instance.sop_instance_uid):
                     return self._duplicate(instance, path)
-        if free_bytes(self._spool_dir) - len(encoded_file) < self._min_free_bytes:
+        size = len(encoded_file) if isinstance(encoded_file, bytes) else encoded_file.size
+        if free_bytes(self._spool_dir) - size < self._min_free_bytes:
             raise StorageFullError("free disk space below the configured minimum")
         write_atomically(path, encoded_file, durable=self._durable)
         if self.write_back is not None:
             self.write_back.note_written()
-        progress = self.commits.submit(ArrivedInstance(instance, path, len(encoded_file), calling_ae_title))
+        progress = self.commits.submit(ArrivedInstance(instance, path, size, calling_ae_title))
         if progress is None:
             with self._db.reading() as repos:
                 held_path = repos.images.path_of(instance.sop_instance_uid)

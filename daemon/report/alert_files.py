@@ -55,7 +55,7 @@ def prepare_alert(analysis: StudyAnalysis, settings: AlertSettings, results_dir:
         log.info("alert already sent study=%s key=%s", handle, decision.key)
         return None
     ack = acknowledgement() if acknowledgement is not None else None
-    payload = build_alert_payload(analysis, decision, acknowledgement=ack)
+    payload = build_alert_payload(analysis, decision, acknowledgement=ack, identifiers=settings.include_identifiers)
     attachment = key_image_png if settings.attach_key_image else None
     if attachment is not None:
         payload["key_image"] = key_image_field(attachment)

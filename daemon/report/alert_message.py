@@ -1,11 +1,14 @@
 """What an alert says: the JSON payload (webhook) and the e-mail text.
 
-Both carry the identifiers staff need to find the study (patient ID and issuer,
-accession number, study date) and the measured values, each with the method or model
-and version that produced it. Neither carries the patient name, nor any link (an alert
-must not point outside the hospital's systems) but the acknowledgement link, which points
-at the node itself, and its short code. An expansion probability from weights
-that are not clinically validated is labelled so, in words, every time it appears.
+Both carry the measured values, each with the method or model and version that produced
+it, and the study's handle (not PHI: ``hemex status``, the console and the node's results
+name the study by it). Which identifiers they add is ``alerts.include_identifiers``:
+"none" by default (alerts often cross networks and land on phones), "accession"
+(accession number and study date), or "all" (also patient ID and issuer, Study Instance
+UID). Neither ever carries the patient name, nor any link (an alert must not point
+outside the hospital's systems) but the acknowledgement link, which points at the node
+itself, and its short code. An expansion probability from weights that are not
+clinically validated is labelled so, in words, every time it appears.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from daemon.config import IdentifierLevel
 from daemon.report.alert_rules import AlertDecision
 from domain.alerts import AlertAcknowledgement
 from domain.analysis import StudyAnalysis
 from domain.dicom_time import parse_dicom_datetime
 from domain.prediction import NO_MODEL_CONFIGURED
+from domain.study import StudyIdentity
 
 SCHEMA = "hemex.alert/1"
 NOT_VALIDATED_NOTICE = ("NOT CLINICALLY VALIDATED: research output from weights not validated on "
@@ -34,8 +39,22 @@ def _study_date(value: str | None) -> str | None:
     """ISO date (or date and time, when the study has a time) of a DICOM DA+TM string."""
     parsed = parse_dicom_datetime(value)
     if parsed is None:
-        return value or None
+        return None  # an invalid value is never sent
     return parsed.date().isoformat() if len((value or "").strip()) <= 8 else parsed.isoformat()
+
+
+def study_identifiers(identity: StudyIdentity, level: IdentifierLevel) -> dict[str, Any]:
+    """An alert's "study" object: the handle, plus the identifiers ``level`` allows
+    (``alerts.include_identifiers``; every alert builder uses this one)."""
+    study: dict[str, Any] = {"handle": identity.handle, "identifiers": level}
+    if level in ("accession", "all"):
+        study["accession_number"] = identity.accession_number
+        study["study_date"] = _study_date(identity.study_datetime)
+    if level == "all":
+        study["study_instance_uid"] = identity.study_uid
+        study["patient_id"] = identity.patient_id
+        study["issuer_of_patient_id"] = identity.issuer_of_patient_id
+    return study
 
 
 def acknowledgement_section(acknowledgement: AlertAcknowledgement | None) -> dict[str, Any] | None:
@@ -45,12 +64,12 @@ def acknowledgement_section(acknowledgement: AlertAcknowledgement | None) -> dic
     return {"code": acknowledgement.short_code, "url": acknowledgement.url}
 
 
-def build_alert_payload(analysis: StudyAnalysis, decision: AlertDecision,
-                        created_at: datetime | None = None,
-                        acknowledgement: AlertAcknowledgement | None = None) -> dict[str, Any]:
+def build_alert_payload(analysis: StudyAnalysis, decision: AlertDecision, created_at: datetime | None = None,
+                        acknowledgement: AlertAcknowledgement | None = None,
+                        identifiers: IdentifierLevel = "none") -> dict[str, Any]:
     """The JSON-ready alert for ``analysis`` (no patient name, no link but the
-    acknowledgement link)."""
-    identity, measurements = analysis.identity, analysis.measurements
+    acknowledgement link; identifiers as ``identifiers`` allows, module docstring)."""
+    measurements = analysis.measurements
     prediction = analysis.prediction
     expansion: dict[str, Any] | None = None
     if prediction is not None:
@@ -83,14 +102,7 @@ def build_alert_payload(analysis: StudyAnalysis, decision: AlertDecision,
             "completion_flag": analysis.completion,
             "software_version": analysis.software_version,
         },
-        "study": {
-            "handle": identity.handle,
-            "study_instance_uid": identity.study_uid,
-            "patient_id": identity.patient_id,
-            "issuer_of_patient_id": identity.issuer_of_patient_id,
-            "accession_number": identity.accession_number,
-            "study_date": _study_date(identity.study_datetime),
-        },
+        "study": study_identifiers(analysis.identity, identifiers),
         "hematoma": {
             "volume_ml": round(float(measurements.volume_ml), 2),
             "volume_method": "planimetry",
@@ -122,17 +134,26 @@ def email_subject(payload: dict[str, Any]) -> str:
             f" ({report['status']}) - study {payload['study']['handle']}")
 
 
+def identifier_lines(study: dict[str, Any]) -> list[str]:
+    """The e-mail lines of the identifiers a "study" object carries (none by default)."""
+    lines = []
+    if "patient_id" in study:
+        lines.append(f"Patient ID:        {study['patient_id'] or '(none)'}"
+                     + (f" (issuer {study['issuer_of_patient_id']})" if study["issuer_of_patient_id"] else ""))
+    if "accession_number" in study:
+        lines.append(f"Accession number:  {study['accession_number'] or '(none)'}")
+        lines.append(f"Study date:        {study['study_date'] or '(unknown)'}")
+    return lines
+
+
 def email_body(payload: dict[str, Any]) -> str:
-    """Plain-text body with the identifiers staff need and every value's method."""
+    """Plain-text body with the identifiers the payload carries and every value's method."""
     study, hematoma, report = payload["study"], payload["hematoma"], payload["report"]
     method = hematoma["method"]
     lines = [
         f"hemex {report['status']} result - automated analysis, to be confirmed by a radiologist.",
         "",
-        f"Patient ID:        {study['patient_id'] or '(none)'}"
-        + (f" (issuer {study['issuer_of_patient_id']})" if study["issuer_of_patient_id"] else ""),
-        f"Accession number:  {study['accession_number'] or '(none)'}",
-        f"Study date:        {study['study_date'] or '(unknown)'}",
+        *identifier_lines(study),
         f"Study handle:      {study['handle']}",
         "",
         f"Hematoma volume:   {hematoma['volume_ml']:.1f} mL (planimetry, {method['name']} {method['version']})",

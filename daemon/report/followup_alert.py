@@ -17,9 +17,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from daemon.config import AlertSettings
+from daemon.config import AlertSettings, IdentifierLevel
 from daemon.report.alert_files import write_alert_files
-from daemon.report.alert_message import acknowledgement_lines, acknowledgement_section
+from daemon.report.alert_message import (
+    acknowledgement_lines,
+    acknowledgement_section,
+    identifier_lines,
+    study_identifiers,
+)
 from domain.alerts import AlertAcknowledgement
 from domain.outcomes import ObservedOutcome
 from domain.report import AlertFiles
@@ -31,26 +36,27 @@ REASON = "observed_hematoma_expansion"
 
 
 def build_followup_payload(identity: StudyIdentity, outcome: ObservedOutcome, software_version: str,
-                           acknowledgement: AlertAcknowledgement | None = None) -> dict[str, Any]:
-    """The JSON-ready follow-up alert (no patient name, no link but the acknowledgement)."""
+                           acknowledgement: AlertAcknowledgement | None = None,
+                           identifiers: IdentifierLevel = "none") -> dict[str, Any]:
+    """The JSON-ready follow-up alert (no patient name, no link but the acknowledgement;
+    identifiers and acquisition times as ``alerts.include_identifiers`` allows)."""
     change = outcome.change
+    dated = identifiers != "none"
+    study = study_identifiers(identity, identifiers)
+    baseline: dict[str, Any] = {"handle": outcome.baseline_handle}
+    if dated:
+        study["acquired_at"] = outcome.followup_acquired_at.isoformat(timespec="minutes")
+        baseline["acquired_at"] = outcome.baseline_acquired_at.isoformat(timespec="minutes")
+    if identifiers == "all":
+        baseline["study_instance_uid"] = outcome.baseline_study_uid
     return {
         "schema": SCHEMA,
         "alert_key": ALERT_KEY,
         "reasons": [REASON],
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "study": {
-            "handle": identity.handle,
-            "study_instance_uid": identity.study_uid,
-            "patient_id": identity.patient_id,
-            "issuer_of_patient_id": identity.issuer_of_patient_id,
-            "accession_number": identity.accession_number,
-            "acquired_at": outcome.followup_acquired_at.isoformat(timespec="minutes"),
-        },
+        "study": study,
         "baseline": {
-            "handle": outcome.baseline_handle,
-            "study_instance_uid": outcome.baseline_study_uid,
-            "acquired_at": outcome.baseline_acquired_at.isoformat(timespec="minutes"),
+            **baseline,
             "volume_ml": round(change.baseline_ml, 2),
             "method": {"name": outcome.method_name, "version": outcome.method_version},
         },
@@ -82,11 +88,9 @@ def email_text(payload: dict[str, Any]) -> tuple[str, str]:
     lines = [
         "hemex follow-up result - automated comparison, to be confirmed by a radiologist.",
         "",
-        f"Patient ID:        {study['patient_id'] or '(none)'}"
-        + (f" (issuer {study['issuer_of_patient_id']})" if study["issuer_of_patient_id"] else ""),
-        f"Accession number:  {study['accession_number'] or '(none)'}",
-        f"Follow-up CT:      {study['acquired_at']} (study {study['handle']})",
-        f"Baseline CT:       {base['acquired_at']} (study {base['handle']})",
+        *identifier_lines(study),
+        f"Follow-up CT:      {_when(study)}study {study['handle']}",
+        f"Baseline CT:       {_when(base)}study {base['handle']}",
         "",
         (f"Hematoma volume:   {base['volume_ml']:.1f} mL -> {follow['volume_ml']:.1f} mL"
          f" ({change['ml']:+.1f} mL{percent}) in {follow['hours_after_baseline']:.1f} h"),
@@ -99,11 +103,16 @@ def email_text(payload: dict[str, Any]) -> tuple[str, str]:
     return subject, "\n".join(lines + acknowledgement_lines(payload.get("acknowledgement"))) + "\n"
 
 
+def _when(block: dict[str, Any]) -> str:
+    return f"{block['acquired_at']}, " if "acquired_at" in block else ""
+
+
 def prepare_followup_alert(identity: StudyIdentity, outcome: ObservedOutcome, settings: AlertSettings,
                            results_dir: Path, software_version: str,
                            acknowledgement: AlertAcknowledgement | None) -> AlertFiles:
     """Write the follow-up alert's payload and e-mail; the caller decided it is due."""
-    payload = build_followup_payload(identity, outcome, software_version, acknowledgement)
+    payload = build_followup_payload(identity, outcome, software_version, acknowledgement,
+                                     identifiers=settings.include_identifiers)
     subject, body = email_text(payload)
     message = email.message.EmailMessage(policy=email.policy.SMTP)
     message["Subject"] = subject

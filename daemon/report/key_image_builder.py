@@ -21,6 +21,7 @@ from daemon.report.uids import derived_uid, new_uid
 from domain.analysis import StudyAnalysis
 from domain.errors import ReportBuildError
 from domain.imaging import HematomaMask, VolumeGeometry
+from domain.redaction import mask_quoted
 
 
 def key_image_series_uid(settings: ReportSettings, study_uid: str) -> str:
@@ -71,4 +72,4 @@ def build_key_images(analysis: StudyAnalysis, source_images: Sequence[Dataset], 
             institution_name=settings.institution_name or None,
         )
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise ReportBuildError(f"highdicom refused the key object selection: {exc}") from exc
+        raise ReportBuildError(f"highdicom refused the key object selection: {mask_quoted(str(exc))}") from exc

@@ -18,6 +18,7 @@ from daemon.config import ReportSettings
 from daemon.report.uids import derived_uid, new_uid
 from domain.analysis import StudyAnalysis
 from domain.errors import ReportBuildError
+from domain.redaction import mask_quoted
 
 SERIES_DESCRIPTION = "hemex key image - NOT FOR DIAGNOSIS"
 
@@ -106,7 +107,7 @@ def build_key_image_capture(picture: np.ndarray, source_image: Dataset, analysis
             series_description=SERIES_DESCRIPTION,
         )
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise ReportBuildError(f"highdicom refused the key image capture: {exc}") from exc
+        raise ReportBuildError(f"highdicom refused the key image capture: {mask_quoted(str(exc))}") from exc
     # Type 2C in General Series; dciodvfy asks for it on an SC. A head is not a paired
     # structure, so it is present and empty.
     capture.Laterality = ""

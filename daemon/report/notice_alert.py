@@ -16,12 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from daemon.config import AlertSettings
+from daemon.config import AlertSettings, IdentifierLevel
 from daemon.report.alert_files import alert_paths
-from daemon.report.alert_message import SCHEMA, payload_json
+from daemon.report.alert_message import SCHEMA, identifier_lines, payload_json, study_identifiers
 from daemon.report.alert_rules import NOT_ANALYSED_KEY
 from daemon.report.notice_builder import notice_lines, series_lines
-from domain.dicom_time import parse_dicom_datetime
 from domain.durable_files import ensure_private_dir, write_atomically
 from domain.notice import NotAnalysedNotice
 from domain.report import AlertFiles
@@ -29,24 +28,17 @@ from domain.report import AlertFiles
 REASON_NOT_ANALYSED = "not_analysed"
 
 
-def notice_payload(notice: NotAnalysedNotice, created_at: datetime | None = None) -> dict[str, Any]:
-    """The JSON-ready alert for ``notice`` (no patient name, no links)."""
-    identity = notice.identity
-    study_date = parse_dicom_datetime(identity.study_datetime)
+def notice_payload(notice: NotAnalysedNotice, created_at: datetime | None = None,
+                   identifiers: IdentifierLevel = "none") -> dict[str, Any]:
+    """The JSON-ready alert for ``notice`` (no patient name, no links; identifiers as
+    ``alerts.include_identifiers`` allows)."""
     return {
         "schema": SCHEMA,
         "alert_key": NOT_ANALYSED_KEY,
         "reasons": [REASON_NOT_ANALYSED],
         "created_at": (created_at or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
         "report": {"status": "not analysed", "software_version": notice.software_version},
-        "study": {
-            "handle": identity.handle,
-            "study_instance_uid": identity.study_uid,
-            "patient_id": identity.patient_id,
-            "issuer_of_patient_id": identity.issuer_of_patient_id,
-            "accession_number": identity.accession_number,
-            "study_date": study_date.date().isoformat() if study_date else identity.study_datetime,
-        },
+        "study": study_identifiers(notice.identity, identifiers),
         "not_analysed": {
             "headline": notice.headline,
             "state": notice.state.value,
@@ -65,10 +57,7 @@ def notice_email(payload: dict[str, Any], notice: NotAnalysedNotice) -> bytes:
     message["Message-ID"] = email.utils.make_msgid(domain="hemex.invalid")
     lines = [
         *notice_lines(notice), "",
-        f"Patient ID:        {study['patient_id'] or '(none)'}"
-        + (f" (issuer {study['issuer_of_patient_id']})" if study["issuer_of_patient_id"] else ""),
-        f"Accession number:  {study['accession_number'] or '(none)'}",
-        f"Study date:        {study['study_date'] or '(unknown)'}",
+        *identifier_lines(study),
         f"Study handle:      {study['handle']}", "",
         *series_lines(notice),
     ]
@@ -81,7 +70,7 @@ def prepare_notice_alert(notice: NotAnalysedNotice, settings: AlertSettings, res
     """The ``not-analysed`` alert, written to disk; None when turned off or sent before."""
     if not settings.on_not_analysed or already_raised(NOT_ANALYSED_KEY):
         return None
-    payload = notice_payload(notice)
+    payload = notice_payload(notice, identifiers=settings.include_identifiers)
     json_path, email_path = alert_paths(results_dir, notice.identity.handle, NOT_ANALYSED_KEY)
     ensure_private_dir(json_path.parent)
     write_atomically(json_path, payload_json(payload))

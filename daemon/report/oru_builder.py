@@ -124,8 +124,9 @@ def encode_oru_r01(identity: StudyIdentity, settings: Hl7Settings, status: str, 
         if not msg.validate():
             raise ReportBuildError("ORU^R01 failed validation")
         return (msg.to_er7() + "\r").encode("utf-8")
-    except HL7apyException as exc:
-        raise ReportBuildError(f"ORU^R01 could not be built: {exc}") from exc
+    except (HL7apyException, ValueError) as exc:
+        # hl7apy quotes the refused value (unquoted) in its message: the type only, no value.
+        raise ReportBuildError(f"ORU^R01 could not be built ({type(exc).__name__})") from exc
 
 
 def _observations(a: StudyAnalysis) -> list[Observation]:

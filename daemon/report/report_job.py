@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from daemon.report.key_image_capture import build_key_image_capture, patient_ori
 from daemon.report.key_image_picture import key_image_captions, png_bytes, render_key_image
 from daemon.report.oru_builder import ORU_FILE_NAME, build_oru_r01, oru_control_id
 from daemon.report.seg_builder import build_segmentation
+from daemon.report.source_attributes import sanitised_source_headers, with_valid_identity
 from daemon.report.sr_builder import build_measurement_report
 from daemon.report.validation import validate_report_objects, write_dataset
 from daemon.report.warm_validator import WarmSrValidator
@@ -101,6 +102,11 @@ class ReportStage:
         with timer.stage("load"):
             headers: list[Dataset] = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
             geometry, mask = load_mask(record.mask_folder or record.folder)
+        # The one place where patient and study attributes are checked before any report
+        # object copies them: an invalid demographic value is left out, never fatal.
+        headers = sanitised_source_headers(headers, record.analysis.identity.handle)
+        record = replace(record, analysis=replace(record.analysis,
+                                                  identity=with_valid_identity(record.analysis.identity)))
         with timer.stage("key_image"):
             key_image = self._key_image(record, paths, headers, geometry, mask)
         bundle = self._build(record, headers, geometry, mask, previous, timer, key_image)
@@ -126,7 +132,8 @@ class ReportStage:
         position = next((i for i, ds in enumerate(headers) if str(ds.SOPInstanceUID) == uid), None)
         if position is None:
             raise ReportBuildError("the key image's source CT slice is missing")
-        source = pydicom.dcmread(paths[position])
+        # The Secondary Capture copies its patient and study attributes from this slice.
+        (source,) = sanitised_source_headers([pydicom.dcmread(paths[position])], record.analysis.identity.handle)
         frame = geometry.source_frames[index] if geometry.source_frames else 1
         try:
             hu = slice_hu(source, frame)

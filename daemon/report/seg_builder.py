@@ -21,6 +21,7 @@ from daemon.report import codes
 from daemon.report.uids import derived_uid, new_uid, seg_series_uid
 from domain.errors import ReportBuildError
 from domain.imaging import HematomaMask, VolumeGeometry
+from domain.redaction import mask_quoted
 
 SEGMENT_NUMBER = 1
 SEGMENT_LABEL = "Intraparenchymal hemorrhage"
@@ -134,7 +135,7 @@ def build_segmentation(
             omit_empty_frames=bool(mask.mask.any()),
         )
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise ReportBuildError(f"highdicom refused the SEG: {exc}") from exc
+        raise ReportBuildError(f"highdicom refused the SEG: {mask_quoted(str(exc))}") from exc
 
 
 def _sources_and_frames(source_images: Sequence[Dataset], volume: VolumeGeometry,

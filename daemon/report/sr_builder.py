@@ -36,6 +36,7 @@ from daemon.report.uids import derived_uid, new_uid, sr_series_uid
 from domain.analysis import StudyAnalysis
 from domain.brain_score import BrainScore
 from domain.errors import ReportBuildError
+from domain.redaction import mask_quoted
 
 __all__ = ["NOT_VALIDATED_STATEMENT", "NO_MODEL_STATEMENT", "build_measurement_report"]
 
@@ -109,7 +110,7 @@ def build_measurement_report(
             **document_attributes(settings, analysis.software_version, "hemex hematoma report", predecessor_sr),
         )
     except (ValueError, TypeError, AttributeError) as exc:
-        raise ReportBuildError(f"highdicom refused the SR: {exc}") from exc
+        raise ReportBuildError(f"highdicom refused the SR: {mask_quoted(str(exc))}") from exc
 
 
 def document_attributes(settings: ReportSettings, software_version: str, series_description: str,

@@ -28,8 +28,10 @@ class MllpClient:
     """A real MLLP client over a socket (optionally TLS) with a finite timeout."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 10.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
-        raw = socket.create_connection((host, port), timeout=timeout_s)
+                 ssl_context: ssl.SSLContext | None = None, source: str | None = None) -> None:
+        # ``source``: the local address to connect from, e.g. 127.0.0.2 to be another peer.
+        raw = socket.create_connection((host, port), timeout=timeout_s,
+                                       source_address=(source, 0) if source else None)
         self.sock = ssl_context.wrap_socket(raw, server_hostname="localhost") if ssl_context else raw
         self.sock.settimeout(timeout_s)
         self._buffer = b""

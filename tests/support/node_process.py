@@ -70,8 +70,9 @@ def write_node_config(work: Path, pacs_port: int, pacs_ae_title: str, *, webhook
     data_dir = data_dir or work / "data"
     dicom_port, hl7_port, metrics_port = free_port(), free_port(), free_port()
     cluster = f'\n[cluster]\nnode_name = "{node_name}"\nlease_s = {lease_s}\n' if node_name else ""
-    alerts = (f'\n[alerts]\nmin_volume_ml = 10.0\n\n[[alerts.webhooks]]\nname = "oncall"\n'
-              f'url = "{webhook_url}"\ntimeout_s = 5.0\n') if webhook_url else ""
+    # include_identifiers = "all": the kill loop tells the studies' alerts apart by Study Instance UID.
+    alerts = (f'\n[alerts]\nmin_volume_ml = 10.0\ninclude_identifiers = "all"\n\n[[alerts.webhooks]]\n'
+              f'name = "oncall"\nurl = "{webhook_url}"\ntimeout_s = 5.0\n') if webhook_url else ""
     text = f"""data_dir = "{data_dir}"
 
 [dicom]
