@@ -98,7 +98,7 @@ class VolumeSettings(_Section):
 class MaskingSettings(_Section):
     """Which hematoma masking method runs, and its parameters."""
 
-    method: Literal["threshold"] = "threshold"
+    method: Literal["threshold", "blast-ct"] = "threshold"
     # Threshold method (training-free, inference/masking/threshold.py, docs/masking.md).
     # Acute clotted blood lies at about 50-90 HU; grey matter at 35-45 HU.
     blood_hu_min: float = 50.0

@@ -19,7 +19,9 @@ class HematomaMeasurements:
     ``volume_ml`` is planimetry (voxel count x voxel volume), the reference value;
     ``abc2_ml`` is the bedside ellipsoid estimate (A x B x C / 2) given for comparison.
     ``diameters_mm`` are A (largest axial diameter), B (perpendicular to A in the same
-    slice) and C (cranio-caudal extent).
+    slice) and C (cranio-caudal extent). The intraventricular, extra-axial and
+    perilesional oedema volumes (planimetry) are None when the masking method cannot
+    separate that class.
     """
 
     volume_ml: float
@@ -29,6 +31,9 @@ class HematomaMeasurements:
     intraventricular_extension: bool | None
     method_name: str
     method_version: str
+    intraventricular_volume_ml: float | None = None
+    extra_axial_volume_ml: float | None = None
+    perilesional_oedema_volume_ml: float | None = None
 
 
 def measure_hematoma(volume: CTVolume, mask: HematomaMask) -> HematomaMeasurements:
@@ -43,9 +48,12 @@ def measure_hematoma(volume: CTVolume, mask: HematomaMask) -> HematomaMeasuremen
         raise ValueError(f"mask shape {mask.mask.shape} differs from volume shape {volume.hu.shape}")
     voxel_count = int(np.count_nonzero(mask.mask))
     intraventricular = None if mask.intraventricular is None else bool(mask.intraventricular.any())
+    ivh_ml = _planimetry_ml(mask.intraventricular, volume)
+    eah_ml = _planimetry_ml(mask.extra_axial, volume)
+    oedema_ml = _planimetry_ml(mask.perilesional_oedema, volume)
     if voxel_count == 0:
         return HematomaMeasurements(0.0, 0.0, (0.0, 0.0, 0.0), 0, intraventricular,
-                                    mask.method_name, mask.method_version)
+                                    mask.method_name, mask.method_version, ivh_ml, eah_ml, oedema_ml)
     a_mm, b_mm, c_mm = abc_diameters_mm(_largest_component(mask.mask), volume.spacing_mm)
     return HematomaMeasurements(
         volume_ml=voxel_count * volume.voxel_volume_ml,
@@ -55,7 +63,14 @@ def measure_hematoma(volume: CTVolume, mask: HematomaMask) -> HematomaMeasuremen
         intraventricular_extension=intraventricular,
         method_name=mask.method_name,
         method_version=mask.method_version,
+        intraventricular_volume_ml=ivh_ml,
+        extra_axial_volume_ml=eah_ml,
+        perilesional_oedema_volume_ml=oedema_ml,
     )
+
+
+def _planimetry_ml(mask: np.ndarray | None, volume: CTVolume) -> float | None:
+    return None if mask is None else int(np.count_nonzero(mask)) * volume.voxel_volume_ml
 
 
 def abc_diameters_mm(component: np.ndarray, spacing_mm: tuple[float, float, float]) -> tuple[float, float, float]:

@@ -12,8 +12,19 @@ from daemon.errors import ConfigurationError
 from inference.masking.base import HematomaMasker
 from inference.masking.threshold import ThresholdMasker
 
+
+def _blast_ct(_settings: MaskingSettings) -> HematomaMasker:
+    # Imported here: the network pulls in Keras, which the threshold method never needs.
+    from inference.masking.blast_ct.masker import BlastCtMasker, BlastCtParameters
+
+    # MaskingSettings has no blast-ct section yet: the method runs with its defaults
+    # (shipped ensemble, CPU_DEFAULT_ENSEMBLE on a CPU, all 12 on a GPU).
+    return BlastCtMasker(BlastCtParameters())
+
+
 MASKERS: dict[str, Callable[[MaskingSettings], HematomaMasker]] = {
     "threshold": ThresholdMasker,
+    "blast-ct": _blast_ct,
 }
 
 
