@@ -106,12 +106,18 @@ def test_intracranial_box_falls_back_to_the_whole_grid() -> None:
     assert intracranial_box(air, (1.0, 1.0, 1.0), 5.0) == ((0, 0, 0), (10, 30, 30))
 
 
-def test_tiles_are_aligned_cover_the_box_and_respect_the_cap() -> None:
-    plan = plan_tiles((7, 20, 33), (150, 190, 170), max_tile_voxels=75 ** 3)
-    assert all(a % TILE_ALIGNMENT == 0 and t % TILE_ALIGNMENT == 0 for a, t in zip(plan.start, plan.tile))
-    assert all(a <= b for a, b in zip(plan.start, (7, 20, 33)))
-    assert all(s >= b for s, b in zip(plan.stop, (150, 190, 170)))
-    assert math.prod(plan.tile) <= 75 ** 3
-    assert len(plan.offsets()) == math.prod(plan.counts)
+def test_tiles_are_aligned_cover_the_box_once_and_respect_the_cap() -> None:
+    box_start, box_stop = (7, 20, 33), (150, 190, 170)
+    plan = plan_tiles(box_start, box_stop, max_tile_voxels=75 ** 3)
+    assert all(a % TILE_ALIGNMENT == 0 for a in plan.start)
+    assert all(t % TILE_ALIGNMENT == 0 for lengths in plan.segments for t in lengths)
+    # The box rounded out to multiples of 15, no more.
+    assert all(a <= b < a + TILE_ALIGNMENT for a, b in zip(plan.start, box_start))
+    assert all(b <= s < b + TILE_ALIGNMENT for s, b in zip(plan.stop, box_stop))
+    cover = np.zeros(plan.size, np.uint8)
+    for (z, y, x), (dz, dy, dx) in plan.tiles():
+        assert dz * dy * dx <= 75 ** 3
+        cover[z:z + dz, y:y + dy, x:x + dx] += 1
+    assert (cover == 1).all()
     # Bigger tiles waste less on the valid convolutions' borders.
     assert multiply_adds((60, 60, 60)) / 60 ** 3 < multiply_adds((30, 30, 30)) / 30 ** 3

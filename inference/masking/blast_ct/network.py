@@ -79,9 +79,15 @@ def _preact_block(x: keras.KerasTensor, filters: int, kernel: int, name: str) ->
     return out
 
 
-def _pathway(image: keras.KerasTensor, scale: int, out: Size) -> keras.KerasTensor:
+def _pathway(image: keras.KerasTensor, scale: int, out: Size | None) -> keras.KerasTensor:
     name = f"path{scale}"
-    x = _crop_centre(image, tuple(_path_input(o, scale) for o in out))  # type: ignore[arg-type]
+    if out is None:
+        # Tiles (output a multiple of 15): the pathway needs out + 16 x scale voxels, the
+        # centre of the out + 80 it gets, and its upsampled output is exactly out.
+        margin = CONTEXT - len(FEATURE_MAPS) * scale
+        x = image[:, margin:-margin, margin:-margin, margin:-margin, :] if margin else image
+    else:
+        x = _crop_centre(image, tuple(_path_input(o, scale) for o in out))  # type: ignore[arg-type]
     if scale > 1:
         first = scale // 2
         x = x[:, first::scale, first::scale, first::scale, :]
@@ -89,16 +95,18 @@ def _pathway(image: keras.KerasTensor, scale: int, out: Size) -> keras.KerasTens
         x = _preact_block(x, filters, 3, f"{name}_block{index}")
     if scale > 1:
         x = layers.UpSampling3D(scale, name=f"{name}_upsample")(x)
-    return _crop_centre(x, out)
+    return x if out is None else _crop_centre(x, out)
 
 
-def build_deepmedic(input_size: Size, num_classes: int = len(CLASS_NAMES)) -> keras.Model:
+def build_deepmedic(input_size: Size | None, num_classes: int = len(CLASS_NAMES)) -> keras.Model:
     """The network for inputs of ``input_size`` voxels, (batch, z, y, x, 1) -> class probabilities.
 
-    Layer names are the same for every input size, so one weight file fits all.
+    ``input_size`` None gives one network for every tile whose output size is a multiple
+    of 15 per axis (input = output + 80), so tiles of several sizes share it. Layer names
+    are the same for every input size, so one weight file fits all.
     """
-    out = output_size(input_size)
-    image = keras.Input(shape=(*input_size, 1), name="image")
+    out = None if input_size is None else output_size(input_size)
+    image = keras.Input(shape=(*(input_size or (None, None, None)), 1), name="image")
     x = layers.Concatenate(name="concatenate")([_pathway(image, s, out) for s in SCALE_FACTORS])
     for index, filters in enumerate((*FULLY_CONNECTED, num_classes)):
         x = _preact_block(x, filters, 1, f"fc{index}")
