@@ -107,13 +107,17 @@ class VolumeGeometry:
 
 @dataclass(frozen=True)
 class HematomaMask:
-    """Intraparenchymal hematoma mask on the voxel grid of a CTVolume.
+    """Intraparenchymal hematoma mask on the voxel grid of a CTVolume, and the other
+    kinds of blood when the method tells them apart.
 
-    ``mask`` is a boolean array of the volume's shape. ``intraventricular`` is an
-    optional boolean mask of intraventricular blood (not counted in the hematoma volume)
-    when the method can separate it; None when it cannot. ``learned`` is False only for
+    ``mask`` is a boolean array of the volume's shape: the intraparenchymal hematoma, the
+    only blood counted in the hematoma volume. ``intraventricular``, ``extra_axial``
+    (subdural, epidural, subarachnoid) and ``perilesional_oedema`` are optional boolean
+    masks of the same shape, None when the method cannot separate that class (an
+    all-False mask means it looked and found none). ``learned`` is False only for
     methods with no trained weights (the SEG then names the algorithm family
-    "Morphological Operations" rather than "Artificial Intelligence").
+    "Morphological Operations" rather than "Artificial Intelligence"). ``notes`` are
+    what a report must say about the method (model origin, validation, domain).
     """
 
     mask: np.ndarray
@@ -121,7 +125,14 @@ class HematomaMask:
     method_version: str
     intraventricular: np.ndarray | None = None
     learned: bool = True
+    extra_axial: np.ndarray | None = None
+    perilesional_oedema: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mask.dtype != np.bool_:
             raise ValueError("a hematoma mask is boolean")
+        for name in ("intraventricular", "extra_axial", "perilesional_oedema"):
+            other = getattr(self, name)
+            if other is not None and (other.dtype != np.bool_ or other.shape != self.mask.shape):
+                raise ValueError(f"the {name} mask must be boolean and of the hematoma mask's shape")

@@ -12,7 +12,9 @@ class HematomaMeasurements:
     ``volume_ml`` is planimetry (voxel count x voxel volume), the reference value;
     ``abc2_ml`` is the bedside ellipsoid estimate (A x B x C / 2) given for comparison.
     ``diameters_mm`` are A (largest axial diameter), B (perpendicular to A in the same
-    slice) and C (cranio-caudal extent).
+    slice) and C (cranio-caudal extent). The intraventricular, extra-axial and
+    perilesional oedema volumes (planimetry) are None when the masking method cannot
+    separate that class.
     """
 
     volume_ml: float
@@ -22,3 +24,6 @@ class HematomaMeasurements:
     intraventricular_extension: bool | None
     method_name: str
     method_version: str
+    intraventricular_volume_ml: float | None = None
+    extra_axial_volume_ml: float | None = None
+    perilesional_oedema_volume_ml: float | None = None

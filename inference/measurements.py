@@ -22,9 +22,12 @@ def measure_hematoma(volume: CTVolume, mask: HematomaMask) -> HematomaMeasuremen
         raise ValueError(f"mask shape {mask.mask.shape} differs from volume shape {volume.hu.shape}")
     voxel_count = int(np.count_nonzero(mask.mask))
     intraventricular = None if mask.intraventricular is None else bool(mask.intraventricular.any())
+    ivh_ml = _planimetry_ml(mask.intraventricular, volume)
+    eah_ml = _planimetry_ml(mask.extra_axial, volume)
+    oedema_ml = _planimetry_ml(mask.perilesional_oedema, volume)
     if voxel_count == 0:
         return HematomaMeasurements(0.0, 0.0, (0.0, 0.0, 0.0), 0, intraventricular,
-                                    mask.method_name, mask.method_version)
+                                    mask.method_name, mask.method_version, ivh_ml, eah_ml, oedema_ml)
     a_mm, b_mm, c_mm = abc_diameters_mm(_largest_component(mask.mask), volume.spacing_mm)
     return HematomaMeasurements(
         volume_ml=voxel_count * volume.voxel_volume_ml,
@@ -34,7 +37,14 @@ def measure_hematoma(volume: CTVolume, mask: HematomaMask) -> HematomaMeasuremen
         intraventricular_extension=intraventricular,
         method_name=mask.method_name,
         method_version=mask.method_version,
+        intraventricular_volume_ml=ivh_ml,
+        extra_axial_volume_ml=eah_ml,
+        perilesional_oedema_volume_ml=oedema_ml,
     )
+
+
+def _planimetry_ml(mask: np.ndarray | None, volume: CTVolume) -> float | None:
+    return None if mask is None else int(np.count_nonzero(mask)) * volume.voxel_volume_ml
 
 
 def abc_diameters_mm(component: np.ndarray, spacing_mm: tuple[float, float, float]) -> tuple[float, float, float]:

@@ -27,9 +27,12 @@ def save_mask(folder: Path, geometry: VolumeGeometry, mask: HematomaMask) -> Pat
         "source_frames": np.asarray(geometry.source_frames, np.int64),
         "uids": np.asarray([geometry.series_instance_uid, geometry.study_instance_uid], dtype=np.str_),
         "method": np.asarray([mask.method_name, mask.method_version, str(int(mask.learned))], dtype=np.str_),
+        # What the report must say about the method (model origin, validation): a final
+        # report that reuses this mask says it too.
+        "notes": np.asarray(mask.notes, dtype=np.str_),
     }
     for name in _OPTIONAL:
-        extra = getattr(mask, name, None)
+        extra = getattr(mask, name)
         if extra is not None:
             arrays[name] = np.packbits(extra, axis=None)
     buffer = io.BytesIO()
@@ -56,6 +59,9 @@ def load_mask(folder: Path) -> tuple[VolumeGeometry, HematomaMask]:
             series_instance_uid=series_uid, study_instance_uid=study_uid,
             source_frames=tuple(int(v) for v in data["source_frames"]))
         name, version, learned = (str(v) for v in data["method"])
-        optional = {key: unpack(key) for key in _OPTIONAL if key in data.files}
-        mask = HematomaMask(unpack("mask"), name, version, learned=learned == "1", **optional)
+        optional = {key: unpack(key) if key in data.files else None for key in _OPTIONAL}
+        notes = tuple(str(v) for v in data["notes"]) if "notes" in data.files else ()
+        mask = HematomaMask(unpack("mask"), name, version, learned=learned == "1",
+                            intraventricular=optional["intraventricular"], extra_axial=optional["extra_axial"],
+                            perilesional_oedema=optional["perilesional_oedema"], notes=notes)
     return geometry, mask

@@ -12,9 +12,19 @@ from typing import Any
 from domain.errors import ConfigurationError
 from inference.masking.base import HematomaMasker
 from inference.masking.threshold import ThresholdMasker
+from inference.parameters import BlastCtParameters
+
+
+def _blast_ct(parameters: BlastCtParameters | None) -> HematomaMasker:
+    # Imported here: the network pulls in Keras, which the threshold method never needs.
+    from inference.masking.blast_ct.masker import BlastCtMasker
+
+    return BlastCtMasker(parameters)
+
 
 MASKERS: dict[str, Callable[[Any], HematomaMasker]] = {
     "threshold": ThresholdMasker,
+    "blast-ct": _blast_ct,
 }
 
 

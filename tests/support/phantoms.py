@@ -22,6 +22,7 @@ not depend on the tilt.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,8 @@ HU_AIR, HU_SCALP, HU_BONE, HU_CSF = -1000.0, 40.0, 1000.0, 6.0
 HU_CORTEX, HU_WHITE, HU_BLOOD, HU_OEDEMA, HU_CALCIFICATION = 38.0, 28.0, 65.0, 20.0, 180.0
 HEAD_RADII_MM = (72.0, 92.0, 85.0)   # x (left-right), y (front-back), z (up-down)
 SCALP_MM, SKULL_MM, CSF_MM, CORTEX_MM = 5.0, 7.0, 1.5, 3.0
+VENTRICLE_CENTRES_MM = ((-9.0, -5.0, 8.0), (9.0, -5.0, 8.0))   # right, left lateral ventricle
+VENTRICLE_RADII_MM = (5.0, 24.0, 9.0)
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class PhantomSeries:
     spacing_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
-def _ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre: tuple[float, float, float],
+def ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre: tuple[float, float, float],
                radii: tuple[float, float, float]) -> np.ndarray:
     return (((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
             + ((z - centre[2]) / radii[2]) ** 2) <= 1.0
@@ -82,30 +85,62 @@ def head_hu(slices: int, rows: int, pixel_mm: float, slice_mm: float,
     return hu, hematoma
 
 
-def _head_hu_at(slices: int, rows: int, pixel_mm: float, slice_mm: float, z_offset_mm: float,
-                hematoma_radii_mm: tuple[float, float, float] | None,
-                hematoma_centre_mm: tuple[float, float, float],
-                lesion_labels: np.ndarray | None, gantry_tilt_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def head_hu_with_lesions(slices: int, rows: int, pixel_mm: float, slice_mm: float,
+                         lesions: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+                         noise_hu: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(HU volume, label map) with lesions drawn by ``lesions(x, y, z)`` (mm from the head's
+    centre, broadcastable grids) -> labels (1 intraparenchymal, 2 extra-axial, 3 oedema,
+    4 intraventricular). Thick slices average three sub-slices as ``head_hu`` does, the
+    lesions' edges included; the labels are those of the middle sub-slice.
+    """
+    samples = 3 if slice_mm >= 1.5 else 1
+    hu = np.zeros((slices, rows, rows), np.float32)
+    labels = np.zeros(hu.shape, np.uint8)
+    for sample in range(samples):
+        offset = (sample - (samples - 1) / 2) * slice_mm / samples
+        z, y, x = _coordinates(slices, rows, pixel_mm, slice_mm, offset)
+        drawn = np.broadcast_to(lesions(x, y, z), hu.shape).astype(np.uint8)
+        part, _ = _head_hu_at(slices, rows, pixel_mm, slice_mm, offset, None, (0.0, 0.0, 0.0), drawn)
+        hu += part / samples
+        if sample == (samples - 1) // 2:
+            labels = drawn.copy()
+    if noise_hu > 0:
+        hu += np.random.default_rng(seed).normal(0.0, noise_hu, hu.shape).astype(np.float32)
+    return hu, labels
+
+
+def _coordinates(slices: int, rows: int, pixel_mm: float, slice_mm: float, z_offset_mm: float,
+                 gantry_tilt_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z, y, x) in mm from the head's centre, shaped to broadcast over (slices, rows, rows);
+    a tilted gantry shifts each slice's rows along y (``tilt_shift_mm``)."""
     z_slice = (np.arange(slices) - (slices - 1) / 2) * slice_mm
     z = (z_slice + z_offset_mm)[:, None, None]
     y = ((np.arange(rows) - (rows - 1) / 2) * pixel_mm)[None, :, None] + tilt_shift_mm(
         z_slice, gantry_tilt_deg)[:, None, None]
     x = ((np.arange(rows) - (rows - 1) / 2) * pixel_mm)[None, None, :]
+    return z, y, x
+
+
+def _head_hu_at(slices: int, rows: int, pixel_mm: float, slice_mm: float, z_offset_mm: float,
+                hematoma_radii_mm: tuple[float, float, float] | None,
+                hematoma_centre_mm: tuple[float, float, float],
+                lesion_labels: np.ndarray | None, gantry_tilt_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    z, y, x = _coordinates(slices, rows, pixel_mm, slice_mm, z_offset_mm, gantry_tilt_deg)
     origin = (0.0, 0.0, 0.0)
 
     def shrunk(margin: float) -> tuple[float, float, float]:
         return tuple(r - margin for r in HEAD_RADII_MM)  # type: ignore[return-value]
 
     hu = np.full((slices, rows, rows), HU_AIR, np.float32)
-    hu[_ellipsoid(x, y, z, origin, HEAD_RADII_MM)] = HU_SCALP
-    hu[_ellipsoid(x, y, z, origin, shrunk(SCALP_MM))] = HU_BONE
+    hu[ellipsoid(x, y, z, origin, HEAD_RADII_MM)] = HU_SCALP
+    hu[ellipsoid(x, y, z, origin, shrunk(SCALP_MM))] = HU_BONE
     inner = SCALP_MM + SKULL_MM
-    hu[_ellipsoid(x, y, z, origin, shrunk(inner))] = HU_CSF
-    hu[_ellipsoid(x, y, z, origin, shrunk(inner + CSF_MM))] = HU_CORTEX
-    hu[_ellipsoid(x, y, z, origin, shrunk(inner + CSF_MM + CORTEX_MM))] = HU_WHITE
-    for side in (-1, 1):
-        hu[_ellipsoid(x, y, z, (side * 9.0, -5.0, 8.0), (5.0, 24.0, 9.0))] = HU_CSF
-    hu[_ellipsoid(x, y, z, (0.0, 28.0, 4.0), (3.0, 3.0, 3.0))] = HU_CALCIFICATION
+    hu[ellipsoid(x, y, z, origin, shrunk(inner))] = HU_CSF
+    hu[ellipsoid(x, y, z, origin, shrunk(inner + CSF_MM))] = HU_CORTEX
+    hu[ellipsoid(x, y, z, origin, shrunk(inner + CSF_MM + CORTEX_MM))] = HU_WHITE
+    for centre in VENTRICLE_CENTRES_MM:
+        hu[ellipsoid(x, y, z, centre, VENTRICLE_RADII_MM)] = HU_CSF
+    hu[ellipsoid(x, y, z, (0.0, 28.0, 4.0), (3.0, 3.0, 3.0))] = HU_CALCIFICATION
     if lesion_labels is not None:
         if lesion_labels.shape != hu.shape:
             raise ValueError(f"label map {lesion_labels.shape} is not the phantom's grid {hu.shape}")
@@ -115,8 +150,8 @@ def _head_hu_at(slices: int, rows: int, pixel_mm: float, slice_mm: float, z_offs
     if hematoma_radii_mm is None:
         return hu, np.zeros(hu.shape, bool)
     oedema_radii = tuple(r + 3.0 for r in hematoma_radii_mm)
-    hu[_ellipsoid(x, y, z, hematoma_centre_mm, oedema_radii)] = HU_OEDEMA  # type: ignore[arg-type]
-    hematoma = _ellipsoid(x, y, z, hematoma_centre_mm, hematoma_radii_mm)
+    hu[ellipsoid(x, y, z, hematoma_centre_mm, oedema_radii)] = HU_OEDEMA  # type: ignore[arg-type]
+    hematoma = ellipsoid(x, y, z, hematoma_centre_mm, hematoma_radii_mm)
     hu[hematoma] = HU_BLOOD
     return hu, hematoma
 
