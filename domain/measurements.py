@@ -14,7 +14,8 @@ class HematomaMeasurements:
     ``diameters_mm`` are A (largest axial diameter), B (perpendicular to A in the same
     slice) and C (cranio-caudal extent). The intraventricular, extra-axial and
     perilesional oedema volumes (planimetry) are None when the masking method cannot
-    separate that class.
+    separate that class. ``method_notes`` are what a report must say about the masking
+    method (model origin, training data, validation).
     """
 
     volume_ml: float
@@ -27,3 +28,4 @@ class HematomaMeasurements:
     intraventricular_volume_ml: float | None = None
     extra_axial_volume_ml: float | None = None
     perilesional_oedema_volume_ml: float | None = None
+    method_notes: tuple[str, ...] = ()

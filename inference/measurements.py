@@ -27,7 +27,7 @@ def measure_hematoma(volume: CTVolume, mask: HematomaMask) -> HematomaMeasuremen
     oedema_ml = _planimetry_ml(mask.perilesional_oedema, volume)
     if voxel_count == 0:
         return HematomaMeasurements(0.0, 0.0, (0.0, 0.0, 0.0), 0, intraventricular,
-                                    mask.method_name, mask.method_version, ivh_ml, eah_ml, oedema_ml)
+                                    mask.method_name, mask.method_version, ivh_ml, eah_ml, oedema_ml, mask.notes)
     a_mm, b_mm, c_mm = abc_diameters_mm(_largest_component(mask.mask), volume.spacing_mm)
     return HematomaMeasurements(
         volume_ml=voxel_count * volume.voxel_volume_ml,
@@ -40,6 +40,7 @@ def measure_hematoma(volume: CTVolume, mask: HematomaMask) -> HematomaMeasuremen
         intraventricular_volume_ml=ivh_ml,
         extra_axial_volume_ml=eah_ml,
         perilesional_oedema_volume_ml=oedema_ml,
+        method_notes=mask.notes,
     )
 
 

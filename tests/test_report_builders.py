@@ -8,6 +8,7 @@ up for the test; no model runs. The validators are the real Debian tools.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -549,3 +550,59 @@ def test_a_dead_warm_validator_is_restarted_and_the_sr_still_checked(built, tmp_
 def test_without_java_the_warm_validator_is_not_available(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert not WarmSrValidator().available
+
+
+# --- a method that separates the kinds of blood (blast-ct's output shape) ---------------
+
+def test_separated_classes_get_their_own_segments_volumes_and_statements():
+    """A mask with intraventricular and extra-axial blood and oedema (as blast-ct gives;
+    built here by hand, no network runs): the SEG has four segments, the SR one volume
+    group per class on its own segment, and the method's notes as statements; both pass
+    dciodvfy and DicomSRValidator. A method with no such classes keeps one segment."""
+    images = _ct_series()
+    volume = _volume(images)
+    headers = _headers_shuffled(images)
+    shape = (SLICES, ROWS, COLUMNS)
+    iph, ivh, eah, oedema = (np.zeros(shape, bool) for _ in range(4))
+    iph[4:7, 20:30, 30:40] = True
+    ivh[5:7, 40:44, 30:34] = True  # 2 x 4 x 4 voxels of 5 mm^3 = 0.16 mL
+    oedema[4:7, 18:20, 30:40] = True
+    notes = ("BLAST-CT v1 (Apache-2.0), ensemble of 3 of 12 models on cpu:0", "clinically validated: no")
+    mask = HematomaMask(mask=iph, method_name="blast-ct", method_version="v1+hemex.1.0 models 8,10,11",
+                        intraventricular=ivh, extra_axial=eah, perilesional_oedema=oedema, learned=True,
+                        notes=notes)
+    seg = build_segmentation(headers, volume, mask, SETTINGS, "0.1.0")
+    labels = [str(s.SegmentLabel) for s in seg.SegmentSequence]
+    assert labels == ["Intraparenchymal hemorrhage", "Intraventricular hemorrhage", "Extra-axial hemorrhage",
+                      "Perilesional oedema"]
+    voxel_ml = SLICE_MM * PIXEL_MM * PIXEL_MM / 1000.0
+    analysis = dataclasses.replace(
+        _analysis(images, mask, "COMPLETE", None, None, ClinicalVariables()),
+        measurements=HematomaMeasurements(
+            volume_ml=iph.sum() * voxel_ml, abc2_ml=0.75, diameters_mm=(10.0, 10.0, 15.0),
+            voxel_count=int(iph.sum()), intraventricular_extension=True, method_name=mask.method_name,
+            method_version=mask.method_version, intraventricular_volume_ml=ivh.sum() * voxel_ml,
+            extra_axial_volume_ml=0.0, perilesional_oedema_volume_ml=oedema.sum() * voxel_ml,
+            method_notes=notes))
+    sr = build_measurement_report(analysis, headers, seg, SETTINGS)
+    validate_report_objects([sr, seg], require_tools=True)
+    read = _read_back(sr)
+    groups = [item for item in walk_content(read)
+              if item.ValueType == "CONTAINER" and item.ConceptNameCodeSequence[0].CodeMeaning == "Measurement Group"]
+    by_tracking = {}
+    for group in groups:
+        texts = {str(i.ConceptNameCodeSequence[0].CodeMeaning): i for i in group.ContentSequence}
+        identifier = str(texts["Tracking Identifier"].TextValue)
+        segment = next(i for i in group.ContentSequence if i.ValueType == "IMAGE")
+        number = int(segment.ReferencedSOPSequence[0].ReferencedSegmentNumber)
+        volumes = [float(i.MeasuredValueSequence[0].NumericValue) for i in group.ContentSequence
+                   if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeMeaning == "Volume"]
+        by_tracking.setdefault(identifier, (number, volumes))
+    assert by_tracking["Intraventricular hemorrhage"] == (2, [pytest.approx(0.16)])
+    assert by_tracking["Extra-axial hemorrhage"] == (3, [0.0])
+    assert by_tracking["Perilesional oedema"] == (4, [pytest.approx(oedema.sum() * voxel_ml)])
+    assert by_tracking["Intraparenchymal hematoma"][0] == 1
+    statements = _text_items(read, "Model statement")
+    assert [f"hematoma masking: {n}" for n in notes] == [s for s in statements if s.startswith("hematoma masking")]
+    threshold_seg = build_segmentation(headers, volume, _mask(), SETTINGS, "0.1.0")
+    assert len(threshold_seg.SegmentSequence) == 1

@@ -47,6 +47,7 @@ def local(value: str, meaning: str) -> CodedConcept:
 # Finding, anatomy, segment -------------------------------------------------------------
 MORPHOLOGICALLY_ABNORMAL_STRUCTURE = codes.SCT.MorphologicallyAbnormalStructure  # 49755003
 HEMORRHAGE = codes.SCT.Hemorrhage  # 50960005
+EDEMA = codes.SCT.Edema  # 79654002
 BRAIN = codes.SCT.Brain  # 12738006
 
 # Algorithm families (CID 7162) --------------------------------------------------------

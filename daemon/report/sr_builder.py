@@ -5,6 +5,9 @@ algorithm, all on the hematoma's SEG segment and tracking UID (TID 1501 groups w
 SEG is given):
 
 1. masking/measurement method: planimetric volume and ABC/2 volume;
+1b. when the masking method separates them, one group per other class (intraventricular
+   and extra-axial hemorrhage, perilesional oedema): its planimetric volume, on its own
+   SEG segment and tracking UID;
 2. expansion model (when one ran): predicted probability, model name/version and
    weights origin as Algorithm Identification;
 3. BRAIN score (when its points are known): points and published risk.
@@ -26,7 +29,14 @@ from pydicom import Dataset
 
 from daemon.config import ReportSettings
 from daemon.report import codes
-from daemon.report.seg_builder import MANUFACTURER_MODEL_NAME, SEGMENT_NUMBER, hematoma_tracking_uid
+from daemon.report.seg_builder import (
+    HEMATOMA,
+    MANUFACTURER_MODEL_NAME,
+    SEGMENT_NUMBER,
+    SegmentClass,
+    segment_classes,
+    tracking_uid,
+)
 from daemon.report.sr_evaluations import (  # re-exported: the alert says the same
     NO_MODEL_STATEMENT,
     NOT_VALIDATED_STATEMENT,
@@ -157,7 +167,8 @@ def observation_context(settings: ReportSettings) -> hd.sr.ObservationContext:
     return hd.sr.ObservationContext(observer_device_context=device_observer(settings))
 
 
-def referenced_segment(seg: hd.seg.Segmentation, series_uid: str) -> hd.sr.ReferencedSegment:
+def referenced_segment(seg: hd.seg.Segmentation, series_uid: str,
+                       segment_number: int = SEGMENT_NUMBER) -> hd.sr.ReferencedSegment:
     """The SEG segment with the CT slices its frames were derived from.
 
     Built by hand: highdicom 0.28's ``ReferencedSegment.from_segmentation`` looks for the
@@ -166,6 +177,9 @@ def referenced_segment(seg: hd.seg.Segmentation, series_uid: str) -> hd.sr.Refer
     """
     sources: dict[str, hd.sr.SourceImageForSegmentation] = {}
     for frame in seg.get("PerFrameFunctionalGroupsSequence", []):
+        identification = frame.get("SegmentIdentificationSequence", [])
+        if identification and int(identification[0].ReferencedSegmentNumber) != segment_number:
+            continue
         for derivation in frame.get("DerivationImageSequence", []):
             for source in derivation.get("SourceImageSequence", []):
                 uid = str(source.ReferencedSOPInstanceUID)
@@ -176,7 +190,7 @@ def referenced_segment(seg: hd.seg.Segmentation, series_uid: str) -> hd.sr.Refer
     return hd.sr.ReferencedSegment(
         sop_class_uid=str(seg.SOPClassUID),
         sop_instance_uid=str(seg.SOPInstanceUID),
-        segment_number=SEGMENT_NUMBER,
+        segment_number=segment_number,
         source_images=list(sources.values()) or None,
         source_series=None if sources else hd.sr.SourceSeriesForSegmentation(series_uid),
     )
@@ -185,31 +199,58 @@ def referenced_segment(seg: hd.seg.Segmentation, series_uid: str) -> hd.sr.Refer
 def _measurement_groups(
     analysis: StudyAnalysis, seg: hd.seg.Segmentation | None, settings: ReportSettings
 ) -> list[MeasurementGroup]:
-    tracking_uid = hematoma_tracking_uid(settings, analysis.identity.study_uid)
+    study_uid = analysis.identity.study_uid
 
-    def group(measurements: list[hd.sr.Measurement]) -> MeasurementGroup:
+    def group(measurements: list[hd.sr.Measurement], number: int = SEGMENT_NUMBER,
+              segment: SegmentClass = HEMATOMA) -> MeasurementGroup:
         # Algorithm identification sits on each measurement (TID 300), not on the group:
         # pixelmed's TID 1411 has no group-level TID 4019 row.
         common: dict[str, Any] = {
             # A new TrackingIdentifier object per group: highdicom extends it into the group.
             "tracking_identifier": hd.sr.TrackingIdentifier(
-                uid=tracking_uid, identifier="Intraparenchymal hematoma"),
-            "finding_type": codes.HEMORRHAGE,
+                uid=tracking_uid(settings, study_uid, segment), identifier=segment.tracking_id),
+            "finding_type": segment.property_type,
             "finding_sites": [hd.sr.FindingSite(codes.BRAIN)],
             "measurements": measurements,
         }
         if seg is None:
             return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            referenced_segment=referenced_segment(seg, analysis.series_uid), **common)
+            referenced_segment=referenced_segment(seg, analysis.series_uid, number), **common)
 
     groups = [group(_volume_measurements(analysis))]
+    for number, segment, volume_ml in _other_classes(analysis):
+        groups.append(group([_class_volume(analysis, segment, volume_ml)], number, segment))
     if analysis.prediction is not None:
         groups.append(group(_prediction_measurements(analysis)))
     score = analysis.brain_score
     if isinstance(score, BrainScore) and score.points is not None:
         groups.append(group(_brain_score_measurements(score)))
     return groups
+
+
+def _other_classes(analysis: StudyAnalysis) -> list[tuple[int, SegmentClass, float]]:
+    """(segment number, class, volume) of each class beside the hematoma that the masking
+    method separated, numbered as the SEG numbers them (``segment_classes``)."""
+    m = analysis.measurements
+    volumes = {"intraventricular": m.intraventricular_volume_ml, "extra_axial": m.extra_axial_volume_ml,
+               "perilesional_oedema": m.perilesional_oedema_volume_ml}
+    numbered = segment_classes({name: volume is not None for name, volume in volumes.items()})
+    return [(number, segment, float(volumes[segment.attribute] or 0.0))
+            for number, segment in numbered if segment is not HEMATOMA]
+
+
+def _class_volume(analysis: StudyAnalysis, segment: SegmentClass, volume_ml: float) -> hd.sr.Measurement:
+    m = analysis.measurements
+    return hd.sr.Measurement(
+        name=codes.VOLUME,
+        value=round(volume_ml, 3),
+        unit=codes.MILLILITER,
+        method=codes.SUM_OF_SEGMENTED_VOXELS,
+        algorithm_id=hd.sr.AlgorithmIdentification(
+            name=m.method_name, version=m.method_version,
+            parameters=[f"planimetry of the {segment.label.lower()} segment"]),
+    )
 
 
 def _volume_measurements(analysis: StudyAnalysis) -> list[hd.sr.Measurement]:

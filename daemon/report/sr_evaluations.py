@@ -55,6 +55,10 @@ def qualitative_evaluations(analysis: StudyAnalysis) -> hd.sr.ContainerContentIt
         items += [_text(codes.MODEL_STATEMENT, note) for note in analysis.prediction.notes]
         items += [_text(codes.MODEL_STATEMENT, f"{OUTSIDE_DOMAIN_PREFIX}{reason}")
                   for reason in analysis.prediction.outside_published_domain]
+    # The masking method's own statements (a learned model: origin, training data,
+    # validation), so that every volume names what made it and how far it can be trusted.
+    items += [_text(codes.MODEL_STATEMENT, f"hematoma masking: {note}")
+              for note in analysis.measurements.method_notes]
     if analysis.measurements.intraventricular_extension is not None:
         items.append(_code(codes.INTRAVENTRICULAR_EXTENSION,
                            codes.YES if analysis.measurements.intraventricular_extension else codes.NO))
