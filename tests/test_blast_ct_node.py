@@ -12,13 +12,13 @@ it is not clinically validated.
 from __future__ import annotations
 
 import io
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
+from tests.support.dicom_listener import storescu
 from tests.support.node_process import NodeProcess, write_node_config
 from tests.support.peers import Orthanc, wait_until
 from tests.support.phantoms import make_head_ct_series
@@ -49,9 +49,7 @@ def test_blast_ct_reports_each_kind_of_blood_with_its_model_statements(tmp_path:
     node = NodeProcess(config, tmp_path / "node.out")
     node.start()
     try:
-        result = subprocess.run(["storescu", "-aet", "STORESCU", "-aec", "HEMEX", "127.0.0.1",
-                                 str(config.dicom_port), *map(str, phantom.paths)],
-                                capture_output=True, text=True, timeout=120, check=False)
+        result = storescu(config.dicom_port, phantom.paths, timeout_s=120)
         assert result.returncode == 0, result.stderr
         wait_until(lambda: {"SR", "SEG"} <= set(_by_modality(orthanc)), timeout_s=300, interval_s=1.0)
     finally:

@@ -8,12 +8,12 @@ set, orientation unchanged, as scanners write it.
 from __future__ import annotations
 
 import io
-import subprocess
 from pathlib import Path
 
 import pydicom
 import pytest
 
+from tests.support.dicom_listener import storescu
 from tests.support.node_process import NodeProcess, write_node_config
 from tests.support.peers import Orthanc, wait_until
 from tests.support.phantoms import make_head_ct_series
@@ -33,9 +33,7 @@ def test_a_25_degree_tilted_series_is_reported_with_its_true_volume(tmp_path: Pa
     node = NodeProcess(config, tmp_path / "node.out")
     node.start()
     try:
-        result = subprocess.run(["storescu", "-aet", "STORESCU", "-aec", "HEMEX", "127.0.0.1",
-                                 str(config.dicom_port), *map(str, phantom.paths)],
-                                capture_output=True, text=True, timeout=120, check=False)
+        result = storescu(config.dicom_port, phantom.paths, timeout_s=120)
         assert result.returncode == 0, result.stderr
 
         def sr() -> pydicom.Dataset | None:

@@ -97,11 +97,13 @@ def start_receive_listener(folder: Path, **overrides: object) -> Listener:
     return Listener(int(server.server_address[1]), db, folder / "spool", server, audit, store)
 
 
-def storescu(port: int, files: list[Path], aet: str = "STORESCU", *extra: str) -> subprocess.CompletedProcess:
-    """dcmtk's storescu sending ``files`` to the listener (returns the finished process)."""
+def storescu(port: int, files: list[Path], aet: str = "STORESCU", *extra: str,
+             timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+    """dcmtk's storescu sending ``files`` to the listener or node on ``port`` (returns the
+    finished process)."""
     return subprocess.run(
         ["storescu", "-aet", aet, "-aec", "HEMEX", *extra, "127.0.0.1", str(port), *map(str, files)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=timeout_s, check=False,
     )
 
 
