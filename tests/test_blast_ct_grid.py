@@ -21,6 +21,9 @@ from inference.masking.blast_ct.network import TILE_ALIGNMENT
 from inference.masking.blast_ct.tiling import multiply_adds, plan_tiles
 from tests.support.phantoms import HEAD_RADII_MM, SCALP_MM, SKULL_MM, head_hu
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 
 def _volume(shape: tuple[int, int, int], affine: np.ndarray, spacing: tuple[float, float, float]) -> CTVolume:
     hu = np.arange(math.prod(shape), dtype=np.float32).reshape(shape)

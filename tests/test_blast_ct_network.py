@@ -29,6 +29,9 @@ from tests.support.blast_ct_phantom import (
     scan0_labels,
 )
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "blast_ct"
 SAVED_MODELS = SCAN_0.parents[1] / "saved_models"
 TOLERANCE = 1e-4

@@ -38,6 +38,9 @@ from tests.support.blast_ct_phantom import (
     scan0_labels,
 )
 
+# Opens no node database: run once, not again on the PostgreSQL pass (tests/conftest.py).
+pytestmark = pytest.mark.no_database
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "blast_ct"
 CLASSES = {1: "intraparenchymal", 2: "extra_axial", 3: "perilesional_oedema", 4: "intraventricular"}
 
