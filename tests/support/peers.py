@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,13 +22,26 @@ ORTHANC_BINARY = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (released again: a peer that cannot bind
     port 0 and report it, e.g. Orthanc or a node in another process, takes it next and
-    is retried if another process was faster)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    is retried if another process was faster).
+
+    Never the same port twice in one process: the kernel may hand a just-released port
+    out again, and one node's DICOM, HL7 and metrics ports are asked for in a row.
+    """
+    with _HANDED_OUT_LOCK:
+        while True:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
 
 
 @contextmanager
