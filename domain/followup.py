@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from domain.measurements import ivh_present
+
 # Hematoma expansion: absolute growth > 6 mL or relative growth > 33 % (SEEDS.md).
 EXPANSION_ABSOLUTE_ML = 6.0
 EXPANSION_RELATIVE = 0.33
@@ -279,7 +281,7 @@ def _revised(expansion: bool | None, baseline: VolumeReading, followup: VolumeRe
         reasons.append(f"revised definition (new or growing intraventricular blood) not assessable:"
                        f" {followup.method} does not separate intraventricular blood")
         return None
-    new_ivh = baseline.ivh_ml == 0 and followup.ivh_ml > 0
+    new_ivh = not ivh_present(baseline.ivh_ml) and bool(ivh_present(followup.ivh_ml))
     grown = followup.ivh_ml - baseline.ivh_ml >= rules.ivh_growth_ml
     if new_ivh:
         reasons.append(f"new intraventricular blood ({followup.ivh_ml:.1f} mL)")

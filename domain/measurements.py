@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Intraventricular blood counts as present (the SR's "Intraventricular extension", the
+# BRAIN score's IVH item, "new IVH" at follow-up) from this volume on: a learned masker
+# labels a few stray voxels as IVH where there is none (bench/bench_masking.py: 0.02-0.08
+# mL on phantoms without IVH), and two stray voxels must not add 2 BRAIN points. Its
+# measured volume is reported whatever it is.
+IVH_PRESENT_MIN_ML = 0.1
+
+
+def ivh_present(ivh_ml: float | None) -> bool | None:
+    """Whether intraventricular blood of ``ivh_ml`` counts as present; None when the
+    masking method does not measure it."""
+    return None if ivh_ml is None else ivh_ml >= IVH_PRESENT_MIN_ML
+
 
 @dataclass(frozen=True)
 class HematomaMeasurements:

@@ -7,7 +7,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull
 
 from domain.imaging import CTVolume, HematomaMask
-from domain.measurements import HematomaMeasurements
+from domain.measurements import HematomaMeasurements, ivh_present
 
 
 def measure_hematoma(volume: CTVolume, mask: HematomaMask) -> HematomaMeasurements:
@@ -16,13 +16,14 @@ def measure_hematoma(volume: CTVolume, mask: HematomaMask) -> HematomaMeasuremen
     Planimetry counts every voxel of the mask. ABC/2 (Kothari 1996) takes the largest
     connected hematoma: A is its longest axial diameter on the slice where its area is
     largest, B the largest extent perpendicular to A on that slice, C the number of
-    slices it spans times the slice spacing; ABC/2 = A x B x C / 2.
+    slices it spans times the slice spacing; ABC/2 = A x B x C / 2. Intraventricular
+    extension is present from ``IVH_PRESENT_MIN_ML`` of intraventricular blood on.
     """
     if mask.mask.shape != volume.hu.shape:
         raise ValueError(f"mask shape {mask.mask.shape} differs from volume shape {volume.hu.shape}")
     voxel_count = int(np.count_nonzero(mask.mask))
-    intraventricular = None if mask.intraventricular is None else bool(mask.intraventricular.any())
     ivh_ml = _planimetry_ml(mask.intraventricular, volume)
+    intraventricular = ivh_present(ivh_ml)
     eah_ml = _planimetry_ml(mask.extra_axial, volume)
     oedema_ml = _planimetry_ml(mask.perilesional_oedema, volume)
     if voxel_count == 0:

@@ -177,3 +177,13 @@ def test_weekday_names() -> None:
     assert parse_weekday("Monday") == 0 and parse_weekday("sun") == 6
     with pytest.raises(ValueError):
         parse_weekday("funday")
+
+
+def test_stray_intraventricular_voxels_are_not_new_ivh() -> None:
+    """Below IVH_PRESENT_MIN_ML (0.1 mL) intraventricular blood is not 'present': a few
+    stray voxels of a learned masker do not make a follow-up 'new IVH'."""
+    stray = observe_change(reading(20.0, ivh=0.0), reading(21.0, 24, ivh=0.05), RULES)
+    assert stray.revised_expansion is False
+    assert not any("intraventricular" in r for r in stray.reasons)
+    real = observe_change(reading(20.0, ivh=0.05), reading(21.0, 24, ivh=0.4), RULES)
+    assert real.revised_expansion is True

@@ -14,7 +14,7 @@ import pytest
 
 from daemon.config import load_settings
 from domain.errors import ConfigurationError
-from domain.imaging import CTVolume
+from domain.imaging import CTVolume, HematomaMask
 from inference.masking.registry import create_masker
 from inference.masking.threshold import METHOD_NAME, ThresholdMasker
 from inference.measurements import abc_diameters_mm, measure_hematoma
@@ -161,3 +161,22 @@ def test_rim_voxels_zero_means_no_rim() -> None:
     without = ThresholdMasker(ThresholdParameters(rim_voxels=0)).segment(volume).mask
     assert without.sum() < with_rim.sum()
     assert not (without & ~with_rim).any()
+
+
+def test_intraventricular_extension_needs_a_tenth_of_a_millilitre() -> None:
+    """The IVH volume is reported whatever it is; 'present' (the SR's yes/no, the BRAIN
+    score's item) needs IVH_PRESENT_MIN_ML: 2 stray voxels of 5 mm^3 are not IVH."""
+    shape = (10, 32, 32)
+    volume = CTVolume(np.zeros(shape, np.float32), np.diag([5.0, 1.0, 1.0, 1.0]), (5.0, 1.0, 1.0),
+                      tuple(str(i) for i in range(10)), "1.2.3", "1.2.4")
+    hematoma = np.zeros(shape, bool)
+    hematoma[4:6, 10:14, 10:14] = True
+    stray, real = np.zeros(shape, bool), np.zeros(shape, bool)
+    stray[5, 20, 20:22] = True  # 0.01 mL
+    real[4:6, 20:25, 20:25] = True  # 0.25 mL
+    for ivh, present, ml in ((stray, False, 0.01), (real, True, 0.25)):
+        measured = measure_hematoma(volume, HematomaMask(hematoma, "test", "1", intraventricular=ivh))
+        assert measured.intraventricular_extension is present
+        assert measured.intraventricular_volume_ml == pytest.approx(ml)
+    no_method = measure_hematoma(volume, HematomaMask(hematoma, "test", "1"))
+    assert no_method.intraventricular_extension is None and no_method.intraventricular_volume_ml is None
