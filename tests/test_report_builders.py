@@ -512,14 +512,29 @@ def _procedure_outside_cid_100(built: dict[str, object]) -> Dataset:
     return broken
 
 
+def _report_lines(output: str) -> list[str]:
+    """The validator's report, without the JVM's own note on its options."""
+    return [line.strip() for line in output.splitlines()
+            if line.strip() and not line.startswith("NOTE: Picked up JDK_JAVA_OPTIONS")]
+
+
 def test_the_warm_validator_gives_the_one_shot_verdict(built, warm_validator, tmp_path: Path):
-    """Same errors, line for line, from the warm JVM and from the command line."""
+    """The same report, line for line (errors, warnings, what it found), from the warm JVM
+    (with its document naming, java/HemexSrValidatorServer.java) and from the command
+    line, for a valid SR and for one with an error."""
     validate_report_objects([built["prelim_sr"], built["final_sr"]], require_tools=True,
                             sr_validator=warm_validator)
+    valid = tmp_path / "valid.dcm"
+    write_dataset(built["final_sr"], valid)  # type: ignore[arg-type]
+    assert _report_lines(warm_validator.validate(valid, timeout_s=120)) == _report_lines(
+        validate_sr_file(valid, None, timeout_s=120))
     path = tmp_path / "broken.dcm"
     write_dataset(_procedure_outside_cid_100(built), path)
-    one_shot = validator_errors(SR_VALIDATOR, validate_sr_file(path, None, timeout_s=120))
-    warm = validator_errors(SR_VALIDATOR, warm_validator.validate(path, timeout_s=120))
+    one_shot_output = validate_sr_file(path, None, timeout_s=120)
+    warm_output = warm_validator.validate(path, timeout_s=120)
+    assert _report_lines(warm_output) == _report_lines(one_shot_output)
+    one_shot = validator_errors(SR_VALIDATOR, one_shot_output)
+    warm = validator_errors(SR_VALIDATOR, warm_output)
     assert warm == one_shot and any("context group 100" in line for line in warm)
     with pytest.raises(ReportBuildError, match="DicomSRValidator.*Error.*context group 100"):
         validate_report_objects([_procedure_outside_cid_100(built)], require_tools=True,
