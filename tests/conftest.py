@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,6 +75,21 @@ def _node_database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     server: PostgresServer = request.getfixturevalue("postgres_server")
     monkeypatch.setenv("HEMEX_DATABASE__URL", server.create_database())
     monkeypatch.setenv("HEMEX_DATABASE__PASSWORD", POSTGRES_PASSWORD)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The root logger's handlers and level as they were: for tests that set up the
+    node's logging (daemon.logging_setup) in the test process."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture

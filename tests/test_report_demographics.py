@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
@@ -31,19 +30,6 @@ from tests.support.phantoms import make_head_ct_series
 from tests.support.required_tools import required_tool
 
 BAD_BIRTH_DATES = ("00000000", "1950-06-15")
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
 
 
 def _phantom_with_birth_date(folder: Path, birth_date: str, index: int) -> list[Path]:
