@@ -6,18 +6,21 @@ beside intraventricular blood. One ensemble member runs, on the CPU, to keep the
 short; what is checked is the wiring, not the network's accuracy (docs/masking.md gives
 that): the SEG at the PACS has a segment per class blast-ct labels, named by the method
 and its members, and the SR gives a volume per class and says what the model is and that
-it is not clinically validated.
+it is not clinically validated; the console's study page shows each class and the
+model's statements.
 """
 
 from __future__ import annotations
 
 import io
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
+from domain.handles import study_handle
 from tests.support.dicom_listener import storescu
 from tests.support.node_process import NodeProcess, write_node_config
 from tests.support.peers import Orthanc, wait_until
@@ -35,7 +38,8 @@ def _by_modality(orthanc: Orthanc) -> dict[str, pydicom.Dataset]:
     return found
 
 
-def test_blast_ct_reports_each_kind_of_blood_with_its_model_statements(tmp_path: Path, orthanc: Orthanc) -> None:
+def test_blast_ct_reports_each_kind_of_blood_with_its_model_statements(tmp_path: Path, orthanc: Orthanc,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     slices, rows, pixel_mm, slice_mm = 24, 128, 1.8, 2.5
     labels = np.zeros((slices, rows, rows), np.uint8)
     z, y, x = np.meshgrid(*(np.arange(n) for n in labels.shape), indexing="ij")
@@ -46,12 +50,17 @@ def test_blast_ct_reports_each_kind_of_blood_with_its_model_statements(tmp_path:
     config = write_node_config(tmp_path / "node", orthanc.dicom_port, orthanc.ae_title, quiet_period_s=600.0)
     with open(config.path, "a", encoding="utf-8") as toml:
         toml.write('\n[masking]\nmethod = "blast-ct"\n\n[masking.blast_ct]\nensemble = [8]\ndevice = "cpu"\n')
+    monkeypatch.setenv("HEMEX_METRICS__PORT", str(config.metrics_port))  # the console, on a known port
     node = NodeProcess(config, tmp_path / "node.out")
     node.start()
     try:
         result = storescu(config.dicom_port, phantom.paths, timeout_s=120)
         assert result.returncode == 0, result.stderr
         wait_until(lambda: {"SR", "SEG"} <= set(_by_modality(orthanc)), timeout_s=300, interval_s=1.0)
+        # The console's study page (loopback, no login by default) shows each class.
+        page_url = f"http://127.0.0.1:{config.metrics_port}/studies/{study_handle(phantom.study_uid)}"
+        with urllib.request.urlopen(page_url, timeout=30) as response:
+            page = response.read().decode("utf-8")
     finally:
         assert node.stop() == 0, node.output_tail()
     objects = _by_modality(orthanc)
@@ -70,3 +79,5 @@ def test_blast_ct_reports_each_kind_of_blood_with_its_model_statements(tmp_path:
                   and i.ConceptNameCodeSequence[0].CodeMeaning == "Model statement"]
     assert "hematoma masking: clinically validated: no" in statements
     assert any(s.startswith("hematoma masking: training data:") for s in statements)
+    for shown in ("Extra-axial blood", "Perilesional oedema", "Masking model", "clinically validated: no"):
+        assert shown in page, shown
