@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Row, text
 
 from daemon.state.record_codec import from_json, to_json
+from daemon.state.uid_lists import in_list_batches
 from domain.analysis import AnalysisRecord, StudyAnalysis
 from domain.report import ReportBundle
 
@@ -20,7 +21,6 @@ def _record(row: Row) -> AnalysisRecord:
                           mask_folder=Path(row.mask_folder) if row.mask_folder else None)
 
 
-_BATCH = 400  # bound parameters per query, well under SQLite's limit
 
 
 class AnalysisRepository:
@@ -49,12 +49,10 @@ class AnalysisRepository:
     def latest_of(self, study_uids: Sequence[str]) -> dict[str, AnalysisRecord]:
         """The newest analysis of each of ``study_uids`` that has one (the console)."""
         found: dict[str, AnalysisRecord] = {}
-        for start in range(0, len(study_uids), _BATCH):
-            batch = list(study_uids[start:start + _BATCH])
-            marks = ", ".join(f":u{i}" for i in range(len(batch)))
+        for marks, params in in_list_batches(study_uids):
             rows = self._conn.execute(text(
                 f"SELECT * FROM analyses WHERE id IN (SELECT MAX(id) FROM analyses WHERE study_uid IN ({marks})"
-                " GROUP BY study_uid)"), {f"u{i}": uid for i, uid in enumerate(batch)})
+                " GROUP BY study_uid)"), params)
             found.update({row.study_uid: _record(row) for row in rows})
         return found
 

@@ -55,13 +55,8 @@ class FollowupRepository:
 
     def baselines_without_outcome(self, since: datetime | None, until: datetime | None) -> int:
         """Baselines acquired in [since, until) that have no observed outcome (yet)."""
-        where, params = ["p.role = 'baseline'", "o.baseline_study_uid IS NULL"], {}
-        if since is not None:
-            where.append("p.acquired_at >= :since")
-            params["since"] = since.isoformat()
-        if until is not None:
-            where.append("p.acquired_at < :until")
-            params["until"] = until.isoformat()
+        where, params = _acquired_between("p.acquired_at", since, until)
+        where = ["p.role = 'baseline'", "o.baseline_study_uid IS NULL", *where]
         return int(self._conn.execute(text(
             "SELECT COUNT(*) FROM followup_pairings p LEFT JOIN observed_outcomes o"
             " ON o.baseline_study_uid = p.study_uid WHERE " + " AND ".join(where)), params).scalar_one())
@@ -132,13 +127,7 @@ class FollowupRepository:
 
     def outcomes(self, since: datetime | None = None, until: datetime | None = None) -> list[ObservedOutcome]:
         """Observed outcomes of baselines acquired in [since, until), oldest first."""
-        where, params = [], {}
-        if since is not None:
-            where.append("baseline_acquired_at >= :since")
-            params["since"] = since.isoformat()
-        if until is not None:
-            where.append("baseline_acquired_at < :until")
-            params["until"] = until.isoformat()
+        where, params = _acquired_between("baseline_acquired_at", since, until)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         rows = self._conn.execute(text(
             f"SELECT outcome_json FROM observed_outcomes{clause} ORDER BY baseline_acquired_at, baseline_study_uid"),
@@ -149,3 +138,15 @@ class FollowupRepository:
         row = self._conn.execute(text("SELECT outcome_json FROM observed_outcomes WHERE baseline_study_uid = :uid"),
                                  {"uid": baseline_study_uid}).first()
         return None if row is None else from_json(ObservedOutcome, row.outcome_json)
+
+
+def _acquired_between(column: str, since: datetime | None, until: datetime | None) -> tuple[list[str], dict[str, str]]:
+    """The conditions and parameters of ``since <= column < until`` (either bound optional)."""
+    where, params = [], {}
+    if since is not None:
+        where.append(f"{column} >= :since")
+        params["since"] = since.isoformat()
+    if until is not None:
+        where.append(f"{column} < :until")
+        params["until"] = until.isoformat()
+    return where, params

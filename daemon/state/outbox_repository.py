@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Row, text
 
 from daemon.state.locking import for_update_skip_locked
+from daemon.state.uid_lists import in_list_batches
 from domain.delivery import Delivery, DeliveryRequest, DeliveryState
 
 
@@ -17,7 +18,6 @@ def _delivery(row: Row) -> Delivery:
                     row.created_at, row.delivered_at)
 
 
-_BATCH = 400  # bound parameters per query, well under SQLite's limit
 
 
 class OutboxRepository:
@@ -107,12 +107,10 @@ class OutboxRepository:
     def counts_by_study(self, study_uids: Sequence[str]) -> dict[str, dict[str, int]]:
         """``{study_uid: {state: n}}`` for the studies that have outbox items (the console)."""
         counts: dict[str, dict[str, int]] = {}
-        for start in range(0, len(study_uids), _BATCH):
-            batch = list(study_uids[start:start + _BATCH])
-            marks = ", ".join(f":u{i}" for i in range(len(batch)))
+        for marks, params in in_list_batches(study_uids):
             rows = self._conn.execute(text(
                 f"SELECT study_uid, state, COUNT(*) AS n FROM outbox WHERE study_uid IN ({marks})"
-                " GROUP BY study_uid, state"), {f"u{i}": uid for i, uid in enumerate(batch)})
+                " GROUP BY study_uid, state"), params)
             for row in rows:
                 counts.setdefault(row.study_uid, {})[row.state] = int(row.n)
         return counts
