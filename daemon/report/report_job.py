@@ -190,7 +190,7 @@ class ReportStage:
             if reused_seg is not None and previous is not None and previous.seg_path is not None:
                 reused = (ReportObject("seg.dcm", "SEG", str(reused_seg.SOPInstanceUID), previous.seg_path),)
             else:
-                write_atomically(folder / "mask.nii.gz", gzipped(mask_to_nifti(geometry, mask)))
+                write_atomically(folder / "mask.nii.gz", gzipped(mask_to_nifti(geometry, mask), compresslevel=1))
             png = png_bytes(key_image.picture) if key_image is not None else None
             if png is not None:
                 write_atomically(folder / KEY_IMAGE_PNG, png)

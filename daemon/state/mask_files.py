@@ -49,7 +49,8 @@ def load_mask(folder: Path) -> tuple[VolumeGeometry, HematomaMask]:
         count = int(np.prod(shape))
 
         def unpack(name: str) -> np.ndarray:
-            return np.unpackbits(data[name], count=count).astype(bool).reshape(shape)
+            # unpackbits gives 0/1 bytes: viewed as booleans without a copy.
+            return np.unpackbits(data[name], count=count).view(np.bool_).reshape(shape)
 
         series_uid, study_uid = (str(v) for v in data["uids"])
         geometry = VolumeGeometry(
