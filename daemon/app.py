@@ -203,7 +203,8 @@ class Node:
                     self.hl7.start()
             self._use_receive_tmp_dir()
             with _binding("dicom.port", self.settings.dicom.host, self.settings.dicom.port):
-                self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit)
+                self._dicom_server = start_listener(self.settings.dicom, self.store, self.audit,
+                                                   on_release=self.tracker.association_released)
             log.info("receiving open_series=%d dicom_port=%d", reopened, self.dicom_port)
         self._http = self._start_http_server()
         if self.settings.alerts.roster and not self.settings.alerts.acknowledgement.public_url:

@@ -148,6 +148,13 @@ class SeriesCompletionSettings(_Section):
     # quiet period.
     use_slice_positions: bool = True
     confirm_s: float = Field(1.0, gt=0, le=5.0)
+    # An association that ends with an orderly A-RELEASE has nothing more to send: a
+    # series it brought at least min_stack_slices images of, that no other open
+    # association of this node is still bringing, is complete at once when its slices
+    # form a whole stack (no confirm period). Turn off for a sender that splits one
+    # series over several associations (some routers send in batches): it would get a
+    # report on the first batch, then a corrected one.
+    complete_on_release: bool = True
     # A stack of fewer slices than this is not trusted to be whole (a scout, a reformat
     # of a few slices): it waits the quiet period.
     min_stack_slices: int = Field(10, ge=2)

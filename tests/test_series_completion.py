@@ -54,6 +54,20 @@ def test_a_whole_stack_completes_after_the_confirm_period() -> None:
     assert decision.complete and "whole stack of 40 slices" in decision.reason
 
 
+def test_a_released_whole_stack_completes_at_once() -> None:
+    positions = [2.5 * i for i in range(40)]
+    decision = decide_completion(_progress(40), 1000.01, STACK, positions, released=True)
+    assert decision.complete and decision.reason == "whole stack of 40 slices, association released"
+    gap = [p for i, p in enumerate(positions) if i != 17]
+    decision = decide_completion(_progress(39), 1000.01, STACK, gap, released=True)
+    assert not decision.complete and decision.recheck_at == 1001.0  # the confirm period, then the quiet one
+
+
+def test_a_release_does_not_override_images_in_acquisition() -> None:
+    positions = [2.5 * i for i in range(30)]
+    assert not decide_completion(_progress(30, expected=40), 1000.01, STACK, positions, released=True).complete
+
+
 def test_a_stack_with_a_gap_waits_the_quiet_period() -> None:
     positions = [2.5 * i for i in range(40) if i != 17]
     decision = decide_completion(_progress(39), 1001.0, STACK, positions)

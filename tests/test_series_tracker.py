@@ -35,11 +35,11 @@ class Clock:
 class Node:
     """The receive path's store and tracker on one database, with the test's clock."""
 
-    def __init__(self, folder: Path, clock: Clock, quiet_s: float = 30.0) -> None:
+    def __init__(self, folder: Path, clock: Clock, quiet_s: float = 30.0, complete_on_release: bool = True) -> None:
         self.folder, self.clock = folder, clock
         self.db = open_database(folder / "db.sqlite3")
         settings = SeriesCompletionSettings(quiet_period_s=quiet_s, confirm_s=1.0, min_stack_slices=4,
-                                            study_settle_s=SETTLE_S)
+                                            study_settle_s=SETTLE_S, complete_on_release=complete_on_release)
         self.tracker = SeriesTracker(self.db, settings, clock=clock, selection=SELECTION)
         self.store = InstanceStore(self.db, folder / "spool", 0, self.tracker, clock=clock)
 
@@ -142,6 +142,33 @@ def test_an_image_after_completion_reopens_the_series(tmp_path: Path) -> None:
     node.clock.now += 1.0
     assert node.tracker.check_due() == 1  # complete again: a new analysis is queued
     assert node.analysis_job("4.1")[0] is JobState.PENDING
+
+
+def test_a_released_association_completes_its_whole_stack_at_once(tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    node.series("5.1", "5.1.1", 6)
+    node.tracker.association_released({"5.1.1": 6}, still_arriving=set())
+    assert node.analysis_job("5.1")[0] is JobState.PENDING  # no confirm period: the clock did not move
+
+
+def test_a_release_says_nothing_about_a_series_still_arriving_or_barely_sent(tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    node.series("5.2", "5.2.1", 6)
+    # Another open association still brings images of the series.
+    node.tracker.association_released({"5.2.1": 6}, still_arriving={"5.2.1"})
+    # One image per association (some senders do that) says nothing about the series.
+    node.tracker.association_released({"5.2.1": 1}, still_arriving=set())
+    assert node.analysis_job("5.2") == (None, None)
+    node.clock.now += 1.0  # the confirm period still completes it
+    node.tracker.check_due()
+    assert node.analysis_job("5.2")[0] is JobState.PENDING
+
+
+def test_complete_on_release_off_waits_the_confirm_period(tmp_path: Path) -> None:
+    node = Node(tmp_path, Clock(), complete_on_release=False)
+    node.series("5.3", "5.3.1", 6)
+    node.tracker.association_released({"5.3.1": 6}, still_arriving=set())
+    assert node.analysis_job("5.3") == (None, None)
 
 
 def test_open_series_timers_survive_a_restart(tmp_path: Path) -> None:

@@ -4,8 +4,11 @@ Association release is not "series done" (pynetdicom issue #369): scanners send 
 series over several associations, or several series over one. A series is complete
 
 1. when its expected number of images (Images in Acquisition) is in, when known;
-2. else after a short confirm period without a new image, when the slices received
-   form one evenly spaced stack without gaps (``is_whole_stack``);
+2. else, when the slices received form one evenly spaced stack without gaps
+   (``is_whole_stack``): at once when the association that brought them has ended with
+   an orderly release (``released``: the peer said it has nothing more to send on it;
+   the tracker decides when that counts), otherwise after a short confirm period
+   without a new image;
 3. else after the quiet period without a new image.
 
 Images that arrive after completion reopen the series (a corrected report follows).
@@ -53,11 +56,13 @@ def is_whole_stack(positions: Sequence[float | None], min_slices: int) -> bool:
 
 
 def decide_completion(progress: SeriesProgress, now: float, settings: SeriesCompletionSettings,
-                      positions: Sequence[float | None] | None = None) -> CompletionDecision:
+                      positions: Sequence[float | None] | None = None,
+                      released: bool = False) -> CompletionDecision:
     """Decide whether a series is complete at time ``now``.
 
     ``positions`` are the slice positions of its instances; None when not looked up
     (the decision right after an instance is stored: only the count rule applies).
+    ``released``: the association that brought its images has just been released.
     """
     count = progress.instance_count
     if (settings.use_expected_image_count and progress.expected_images is not None
@@ -67,6 +72,8 @@ def decide_completion(progress: SeriesProgress, now: float, settings: SeriesComp
     if now >= quiet_until:
         return CompletionDecision(True, f"quiet for {settings.quiet_period_s:g} s after {count} images")
     if settings.use_slice_positions and progress.expected_images is None:
+        if released and positions is not None and is_whole_stack(positions, settings.min_stack_slices):
+            return CompletionDecision(True, f"whole stack of {count} slices, association released")
         confirm_until = progress.last_received_at + settings.confirm_s
         if now < confirm_until:
             return CompletionDecision(False, "receiving", recheck_at=confirm_until)

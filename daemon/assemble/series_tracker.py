@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 
 import pydicom
 
@@ -61,6 +61,18 @@ class SeriesTracker:
         if decision.complete:
             self.check_series(progress.series_uid)
 
+    def association_released(self, delivered: Mapping[str, int], still_arriving: Collection[str]) -> None:
+        """An association ended with A-RELEASE after storing ``delivered`` (series UID ->
+        images it brought): decide now for each series it brought at least
+        ``min_stack_slices`` images of that no other open association of this node is
+        still bringing (``complete_on_release``; one or a few images per association
+        says nothing about the series)."""
+        if not (self._settings.complete_on_release and self._settings.use_slice_positions):
+            return
+        for series_uid, images in delivered.items():
+            if images >= self._settings.min_stack_slices and series_uid not in still_arriving:
+                self.check_series(series_uid, released=True)
+
     def resume_open_series(self) -> int:
         """At start-up: decide for every open series now (its expected image count may have
         been reached when the node stopped). Returns how many were open."""
@@ -78,8 +90,11 @@ class SeriesTracker:
             self.check_series(series_uid)
         return len(due)
 
-    def check_series(self, series_uid: str) -> None:
-        """Take the completion decision now; complete the series or set its next check."""
+    def check_series(self, series_uid: str, released: bool = False) -> None:
+        """Take the completion decision now; complete the series or set its next check.
+
+        ``released``: the association that brought the series has just been released.
+        """
         with self._lock, self._db.transaction() as repos:
             progress = repos.images.progress(series_uid)
             if progress is None:
@@ -93,8 +108,8 @@ class SeriesTracker:
             now = self._clock()
             positions = (repos.images.slice_positions(series_uid)
                          if self._settings.use_slice_positions and progress.expected_images is None
-                         and now >= progress.last_received_at + self._settings.confirm_s else None)
-            decision = decide_completion(progress, now, self._settings, positions)
+                         and (released or now >= progress.last_received_at + self._settings.confirm_s) else None)
+            decision = decide_completion(progress, now, self._settings, positions, released)
             if not decision.complete:
                 assert decision.recheck_at is not None
                 repos.images.recheck_later(series_uid, decision.recheck_at)

@@ -15,6 +15,7 @@ its user cannot see.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -43,6 +44,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from daemon.audit_log import AuditLog, Throttle
 from daemon.config import DicomListenerSettings
+from daemon.receive.association_series import ReleaseListener, SeriesPerAssociation
 from daemon.receive.association_server import (
     ConnectionBudget,
     GuardedAssociationServer,
@@ -134,11 +136,13 @@ def store_refusal(calling_ae: str, called_ae: str, settings: DicomListenerSettin
     return None
 
 
-def handle_store(event: Event, store: InstanceStore, settings: DicomListenerSettings, audit: AuditLog) -> int:
+def handle_store(event: Event, store: InstanceStore, settings: DicomListenerSettings, audit: AuditLog,
+                 series: SeriesPerAssociation | None = None) -> int:
     """EVT_C_STORE: spool the instance durably, then return its status (``receive_instance``).
 
     0x0124 (Refused: Not Authorised) when the calling AE title may not store or the
-    peer called another AE title (``store_refusal``), before anything is decoded.
+    peer called another AE title (``store_refusal``), before anything is decoded. Each
+    new image is counted for its association in ``series``.
     """
     requestor = event.assoc.requestor
     called = called_ae_title(event)
@@ -157,11 +161,12 @@ def handle_store(event: Event, store: InstanceStore, settings: DicomListenerSett
         affected_sop_class=str(event.request.AffectedSOPClassUID),
         calling_ae=requestor.ae_title, peer=f"{requestor.address}:{requestor.port}",
         affected_sop_instance=str(event.request.AffectedSOPInstanceUID))  # type: ignore[union-attr]
-    return receive_instance(received, store, settings, audit)
+    on_stored = None if series is None else partial(series.stored, event.assoc)
+    return receive_instance(received, store, settings, audit, on_stored)
 
 
 def receive_instance(received: ReceivedObject, store: InstanceStore, settings: DicomListenerSettings,
-                     audit: AuditLog) -> int:
+                     audit: AuditLog, on_stored: Callable[[str], None] | None = None) -> int:
     """Check one received object, spool it durably and record it; its C-STORE status.
 
     Returns 0x0000 once the file is stored and recorded as ``dicom.durability`` says
@@ -172,6 +177,7 @@ def receive_instance(received: ReceivedObject, store: InstanceStore, settings: D
     identifying UIDs or nests sequences too deeply. The file written is the bytes as sent
     behind a file meta header, never a re-encoding: the file pynetdicom received them
     into, moved into the spool, or its data set copied in chunks (``_spool_content``).
+    ``on_stored`` hears the Series Instance UID of each new (not duplicate) instance.
     """
     calling_ae = received.calling_ae
     if received.size > settings.max_instance_bytes:  # the guard aborts long before; kept as a backstop
@@ -199,6 +205,8 @@ def receive_instance(received: ReceivedObject, store: InstanceStore, settings: D
     audit.record("dicom-received", calling_ae=calling_ae, peer=received.peer, study_uid=header.study_uid,
                  series_uid=header.series_uid, sop_instance_uid=header.sop_instance_uid,
                  duplicate=outcome.duplicate)
+    if on_stored is not None and not outcome.duplicate:
+        on_stored(header.series_uid)
     return STATUS_SUCCESS
 
 
@@ -337,9 +345,12 @@ def build_application_entity(settings: DicomListenerSettings) -> AE:
     return ae
 
 
-def start_listener(settings: DicomListenerSettings, store: InstanceStore,
-                   audit: AuditLog) -> GuardedAssociationServer:
+def start_listener(settings: DicomListenerSettings, store: InstanceStore, audit: AuditLog,
+                   on_release: ReleaseListener | None = None) -> GuardedAssociationServer:
     """Start the SCP in background threads; returns the server (``.shutdown()`` stops it).
+
+    ``on_release`` hears, at each orderly A-RELEASE, which series the association brought
+    (``SeriesPerAssociation``; the series tracker completes whole stacks at once).
 
     Received data sets go to a file as their fragments arrive (pynetdicom's
     ``STORE_RECV_CHUNKED_DATASET``, a process-wide switch), in the process's temporary
@@ -349,13 +360,16 @@ def start_listener(settings: DicomListenerSettings, store: InstanceStore,
     pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
     ae = build_application_entity(settings)
     recorder = AssociationRecorder(audit)
+    series = None if on_release is None else SeriesPerAssociation(on_release)
     handlers: list[evt.EventHandlerType] = [
-        (evt.EVT_C_STORE, partial(handle_store, store=store, settings=settings, audit=audit)),
+        (evt.EVT_C_STORE, partial(handle_store, store=store, settings=settings, audit=audit, series=series)),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_ACCEPTED, partial(_log_accepted, settings=settings)),
         (evt.EVT_REJECTED, recorder.rejected),
         (evt.EVT_ABORTED, recorder.aborted),
     ]
+    if series is not None:
+        handlers += [(evt.EVT_RELEASED, series.released), (evt.EVT_CONN_CLOSE, series.closed)]
     context = server_context("dicom", settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     budget = ConnectionBudget(settings.max_associations, settings.max_associations_per_peer,
                               settings.tls_handshake_timeout_s)

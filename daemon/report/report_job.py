@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from daemon.report.oru_builder import ORU_FILE_NAME, build_oru_r01, oru_control_
 from daemon.report.seg_builder import build_segmentation
 from daemon.report.source_attributes import sanitised_source_headers, with_valid_identity
 from daemon.report.sr_builder import build_measurement_report
-from daemon.report.validation import validate_report_objects, write_dataset
+from daemon.report.validation import encode_dataset, validate_report_objects
 from daemon.report.warm_validator import WarmSrValidator
 from daemon.stage_timer import StageTimer
 from daemon.state.database import Database
@@ -99,7 +100,7 @@ class ReportStage:
             log.info("report skipped study=%s reason=no analysis without a report", study_handle(study_uid))
             return
         timer = StageTimer()
-        with timer.stage("load"):
+        with timer.stage("headers"):
             headers: list[Dataset] = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
             geometry, mask = load_mask(record.mask_folder or record.folder)
         # The one place where patient and study attributes are checked before any report
@@ -177,21 +178,26 @@ class ReportStage:
         if capture is not None:
             built.append(("key-image-capture.dcm", "OT", capture))
         built.append(("sr.dcm", "SR", sr))
-        if settings.report.validate_with_dicom3tools:
-            with timer.stage("validate"):
-                validate_report_objects([ds for _, _, ds in built], timeout_s=settings.report.validation_timeout_s,
-                                        sr_validator=self._sr_validator)
+        with timer.stage("encode"):
+            encoded = [encode_dataset(ds) for _, _, ds in built]  # the bytes validated are the bytes written
+        # The validators (external processes) run while the NIfTI mask and the key
+        # image's PNG are made; no DICOM object is written before they pass.
+        with ThreadPoolExecutor(1, thread_name_prefix="hemex-validate") as pool:
+            validated = pool.submit(self._validate, [ds for _, _, ds in built], encoded)
+            with timer.stage("nifti_png"):
+                if reused_seg is None:
+                    write_atomically(folder / "mask.nii.gz", gzipped(mask_to_nifti(geometry, mask), compresslevel=1))
+                png = png_bytes(key_image.picture) if key_image is not None else None
+            with timer.stage("validate"):  # what the validators take beyond the files above
+                validated.result()
         with timer.stage("write"):
             objects = []
-            for name, modality, ds in built:
-                write_dataset(ds, folder / name)
+            for (name, modality, ds), data in zip(built, encoded, strict=True):
+                write_atomically(folder / name, data)
                 objects.append(ReportObject(name, modality, str(ds.SOPInstanceUID), folder / name))
             reused: tuple[ReportObject, ...] = ()
             if reused_seg is not None and previous is not None and previous.seg_path is not None:
                 reused = (ReportObject("seg.dcm", "SEG", str(reused_seg.SOPInstanceUID), previous.seg_path),)
-            else:
-                write_atomically(folder / "mask.nii.gz", gzipped(mask_to_nifti(geometry, mask), compresslevel=1))
-            png = png_bytes(key_image.picture) if key_image is not None else None
             if png is not None:
                 write_atomically(folder / KEY_IMAGE_PNG, png)
             oru_path, control_id = self._write_oru(record, folder)
@@ -203,6 +209,12 @@ class ReportStage:
                             risk_category=analysis.risk_category, folder=folder, objects=tuple(objects),
                             reused_objects=reused, oru_path=oru_path, oru_control_id=control_id, alert=alert,
                             summary=summary)
+
+    def _validate(self, datasets: list[Dataset], encoded: list[bytes]) -> None:
+        """The validators on the encoded objects, when ``report.validate_with_dicom3tools``."""
+        if self._settings.report.validate_with_dicom3tools:
+            validate_report_objects(datasets, encoded=encoded, timeout_s=self._settings.report.validation_timeout_s,
+                                    sr_validator=self._sr_validator)
 
     def _write_oru(self, record: AnalysisRecord, folder: Path) -> tuple[Path | None, str | None]:
         """The ORU^R01 for the EHR, when an outbound HL7 peer is configured."""

@@ -79,6 +79,7 @@ def validate_report_objects(
     require_tools: bool = False,
     timeout_s: float = 120.0,
     sr_validator: WarmSrValidator | None = None,
+    encoded: Sequence[bytes] | None = None,
 ) -> None:
     """Read each dataset back from its encoded bytes and run the standard validators.
 
@@ -86,6 +87,9 @@ def validate_report_objects(
     ----------
     datasets:
         SR and SEG objects (highdicom or plain pydicom datasets).
+    encoded:
+        Their files' bytes (``encode_dataset``), when the caller has them already: the
+        very bytes it will write are checked, and nothing is encoded twice.
     require_tools:
         True (tests): a missing ``dciodvfy`` or ``DicomSRValidator`` is an error.
         False (daemon default): a missing tool is skipped with a warning.
@@ -107,12 +111,13 @@ def validate_report_objects(
             if require_tools:
                 raise ReportBuildError(f"validator {name} is not installed")
             log.warning("report validation skipped tool=%s reason=not-installed", name)
-    encoded = [(ds, encode_dataset(ds)) for ds in datasets]
-    for ds, data in encoded:
+    files = list(zip(datasets, encoded if encoded is not None else [encode_dataset(ds) for ds in datasets],
+                     strict=True))
+    for ds, data in files:
         _read_back(ds, data)
     with tempfile.TemporaryDirectory(prefix="hemex-validate-") as tmp:
         jobs: list[tuple[str, Dataset, Callable[[], str]]] = []
-        for index, (ds, data) in enumerate(encoded):
+        for index, (ds, data) in enumerate(files):
             path = Path(tmp) / f"object{index}.dcm"
             path.write_bytes(data)
             if tools[DCIODVFY]:

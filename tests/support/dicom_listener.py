@@ -93,7 +93,7 @@ def start_receive_listener(folder: Path, **overrides: object) -> Listener:
     store = InstanceStore(db, folder / "spool", settings.min_free_disk_mb * 1024 * 1024, tracker,
                           durability=settings.durability, write_back_interval_s=settings.write_back_interval_s)
     audit = AuditLog(folder / "logs")
-    server = start_listener(settings, store, audit)
+    server = start_listener(settings, store, audit, on_release=tracker.association_released)
     return Listener(int(server.server_address[1]), db, folder / "spool", server, audit, store)
 
 
