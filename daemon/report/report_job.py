@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -153,43 +153,46 @@ class ReportStage:
         reused_seg = None
         if record.reuses_earlier_mask and previous is not None and previous.seg_path is not None:
             reused_seg = pydicom.dcmread(previous.seg_path)
-        with timer.stage("build"):
-            segmentation = reused_seg if reused_seg is not None else build_segmentation(
-                headers, geometry, mask, settings.report, analysis.software_version)
-            predecessor = pydicom.dcmread(previous.sr_path) if previous is not None else None
-            sr = build_measurement_report(analysis, headers, segmentation, settings.report,
-                                          predecessor_sr=predecessor)
-            key_images = None
-            if reused_seg is None and settings.report.send_key_images:
-                key_images = build_key_images(analysis, headers, geometry, mask, settings.report)
-            capture = None
-            if key_image is not None:
-                instance_number = int(predecessor.InstanceNumber) + 1 if predecessor is not None else 1
-                capture = build_key_image_capture(key_image.picture, key_image.source, analysis, settings.report,
-                                                  instance_number=instance_number,
-                                                  frame_number=key_image.frame_number,
-                                                  orientation=key_image.orientation)
-        # Sent in this order: what the SR references reaches PACS before the SR.
-        built: list[tuple[str, str, Dataset]] = []
-        if reused_seg is None:
-            built.append(("seg.dcm", "SEG", segmentation))
-        if key_images is not None:
-            built.append(("key-images.dcm", "KO", key_images))
-        if capture is not None:
-            built.append(("key-image-capture.dcm", "OT", capture))
-        built.append(("sr.dcm", "SR", sr))
-        with timer.stage("encode"):
-            encoded = [encode_dataset(ds) for _, _, ds in built]  # the bytes validated are the bytes written
-        # The validators (external processes) run while the NIfTI mask and the key
-        # image's PNG are made; no DICOM object is written before they pass.
-        with ThreadPoolExecutor(1, thread_name_prefix="hemex-validate") as pool:
-            validated = pool.submit(self._validate, [ds for _, _, ds in built], encoded)
-            with timer.stage("nifti_png"):
+        # Side work runs beside the building: the NIfTI mask (zlib and the validators'
+        # processes leave the GIL free), the SEG's validation while the SR and the key
+        # images are built, then theirs. No DICOM object is written before all pass.
+        with ThreadPoolExecutor(2, thread_name_prefix="hemex-report") as side:
+            nifti = None if reused_seg is not None else side.submit(_write_mask_nifti, folder, geometry, mask)
+            checks: list[Future[list[bytes]]] = []
+            with timer.stage("build"):
+                segmentation = reused_seg if reused_seg is not None else build_segmentation(
+                    headers, geometry, mask, settings.report, analysis.software_version)
                 if reused_seg is None:
-                    write_atomically(folder / "mask.nii.gz", gzipped(mask_to_nifti(geometry, mask), compresslevel=1))
+                    checks.append(side.submit(self._encode_and_validate, [segmentation]))
+                predecessor = pydicom.dcmread(previous.sr_path) if previous is not None else None
+                sr = build_measurement_report(analysis, headers, segmentation, settings.report,
+                                              predecessor_sr=predecessor)
+                key_images = None
+                if reused_seg is None and settings.report.send_key_images:
+                    key_images = build_key_images(analysis, headers, geometry, mask, settings.report)
+                capture = None
+                if key_image is not None:
+                    instance_number = int(predecessor.InstanceNumber) + 1 if predecessor is not None else 1
+                    capture = build_key_image_capture(key_image.picture, key_image.source, analysis,
+                                                      settings.report, instance_number=instance_number,
+                                                      frame_number=key_image.frame_number,
+                                                      orientation=key_image.orientation)
+            # Sent in this order: what the SR references reaches PACS before the SR.
+            built: list[tuple[str, str, Dataset]] = []
+            if reused_seg is None:
+                built.append(("seg.dcm", "SEG", segmentation))
+            if key_images is not None:
+                built.append(("key-images.dcm", "KO", key_images))
+            if capture is not None:
+                built.append(("key-image-capture.dcm", "OT", capture))
+            built.append(("sr.dcm", "SR", sr))
+            checks.append(side.submit(self._encode_and_validate, [ds for name, _, ds in built if name != "seg.dcm"]))
+            with timer.stage("png"):
                 png = png_bytes(key_image.picture) if key_image is not None else None
-            with timer.stage("validate"):  # what the validators take beyond the files above
-                validated.result()
+            with timer.stage("validate"):  # what the side work takes beyond the building
+                encoded = [data for check in checks for data in check.result()]  # the bytes validated are written
+                if nifti is not None:
+                    nifti.result()
         with timer.stage("write"):
             objects = []
             for (name, modality, ds), data in zip(built, encoded, strict=True):
@@ -210,11 +213,20 @@ class ReportStage:
                             reused_objects=reused, oru_path=oru_path, oru_control_id=control_id, alert=alert,
                             summary=summary)
 
-    def _validate(self, datasets: list[Dataset], encoded: list[bytes]) -> None:
-        """The validators on the encoded objects, when ``report.validate_with_dicom3tools``."""
+    def _encode_and_validate(self, datasets: list[Dataset]) -> list[bytes]:
+        """The objects' file bytes, checked by the validators when
+        ``report.validate_with_dicom3tools``.
+
+        Raises
+        ------
+        ReportBuildError
+            An object cannot be encoded or fails validation.
+        """
+        encoded = [encode_dataset(ds) for ds in datasets]
         if self._settings.report.validate_with_dicom3tools:
             validate_report_objects(datasets, encoded=encoded, timeout_s=self._settings.report.validation_timeout_s,
                                     sr_validator=self._sr_validator)
+        return encoded
 
     def _write_oru(self, record: AnalysisRecord, folder: Path) -> tuple[Path | None, str | None]:
         """The ORU^R01 for the EHR, when an outbound HL7 peer is configured."""
@@ -238,6 +250,11 @@ class ReportStage:
 
         return prepare_alert(record.analysis, self._settings.alerts, self._settings.results_dir, raised,
                              key_image_png=key_image_png, acknowledgement=acknowledgement)
+
+
+def _write_mask_nifti(folder: Path, geometry: VolumeGeometry, mask: HematomaMask) -> None:
+    """``mask.nii.gz``: the hematoma mask on the CT's grid, for research tools."""
+    write_atomically(folder / "mask.nii.gz", gzipped(mask_to_nifti(geometry, mask), compresslevel=1))
 
 
 def _summary(record: AnalysisRecord, mask: HematomaMask, stage_seconds: dict[str, float]) -> dict[str, Any]:
