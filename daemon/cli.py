@@ -39,10 +39,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     from daemon.app import Node, Role
     from daemon.logging_setup import configure_logging
+    from daemon.memory_tuning import retain_freed_memory
 
     settings = _settings(args)
     configure_logging(settings.logging, settings.log_dir)
     log.info("hemex %s starting settings=%s", __version__, json.dumps(settings.redacted()))
+    retain_freed_memory(settings.memory.retain_freed_mb)  # before any thread of the node starts
     node = Node(settings, frozenset(Role(r) for r in (args.role or ["all"])))
     node.handle_shutdown_signals()  # before the ports open: a reachable node honours SIGTERM
     try:

@@ -661,6 +661,15 @@ class ConsoleSettings(_Section):
         return self
 
 
+class MemorySettings(_Section):
+    """How the process keeps memory between studies (daemon/memory_tuning.py)."""
+
+    # Freed blocks up to this size, and up to this much freed memory, stay with the
+    # process for the next study instead of going back to the kernel (glibc only; 0 =
+    # the C library's defaults). Resident memory then stays near its peak.
+    retain_freed_mb: int = Field(1024, ge=0, le=2047)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = False
@@ -690,6 +699,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     hl7: Hl7Settings = Hl7Settings()
     logging: LoggingSettings = LoggingSettings()
+    memory: MemorySettings = MemorySettings()
     retention: RetentionSettings = RetentionSettings()
     metrics: MetricsSettings = MetricsSettings()  # monitoring for the IT person
     database: DatabaseSettings = DatabaseSettings()
