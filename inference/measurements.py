@@ -8,6 +8,7 @@ from scipy.spatial import ConvexHull
 
 from domain.imaging import CTVolume, HematomaMask
 from domain.measurements import HematomaMeasurements, ivh_present
+from inference.boxes import bounding_box
 
 
 def measure_hematoma(volume: CTVolume, mask: HematomaMask) -> HematomaMeasurements:
@@ -29,7 +30,9 @@ def measure_hematoma(volume: CTVolume, mask: HematomaMask) -> HematomaMeasuremen
     if voxel_count == 0:
         return HematomaMeasurements(0.0, 0.0, (0.0, 0.0, 0.0), 0, intraventricular,
                                     mask.method_name, mask.method_version, ivh_ml, eah_ml, oedema_ml, mask.notes)
-    a_mm, b_mm, c_mm = abc_diameters_mm(_largest_component(mask.mask[_bounding_box(mask.mask)]), volume.spacing_mm)
+    occupied = bounding_box(mask.mask)  # not None: the mask has voxels; diameters are measured inside it
+    assert occupied is not None
+    a_mm, b_mm, c_mm = abc_diameters_mm(_largest_component(mask.mask[occupied]), volume.spacing_mm)
     return HematomaMeasurements(
         volume_ml=voxel_count * volume.voxel_volume_ml,
         abc2_ml=a_mm * b_mm * c_mm / 2.0 / 1000.0,
@@ -68,14 +71,6 @@ def abc_diameters_mm(component: np.ndarray, spacing_mm: tuple[float, float, floa
     b_mm = float(perpendicular.max() - perpendicular.min())
     c_mm = float(np.count_nonzero(areas)) * slice_mm
     return a_mm, b_mm, c_mm
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """The smallest box holding every voxel of a non-empty ``mask`` (the diameters are
-    measured inside it rather than on the whole series)."""
-    spans = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-             for axis in range(mask.ndim)]
-    return tuple(slice(int(span[0]), int(span[-1]) + 1) for span in spans)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from domain.imaging import CTVolume, HematomaMask
+from inference.boxes import Box, bounding_box, widened
 from inference.parameters import ThresholdParameters
 
 log = logging.getLogger("hemex.inference")
@@ -68,7 +69,7 @@ class ThresholdMasker:
         if box is None:
             log.info("event=masking method=%s components=0 reason=no head in the volume", METHOD_NAME)
             return self._result(mask)
-        hu = volume.hu[box]
+        hu = head_hu = volume.hu[box]
         smoothed = _smooth(hu, [s.smoothing_sigma_mm / d for d in volume.spacing_mm])
         factors = tuple(max(1, round(_COARSE_MM / d)) for d in volume.spacing_mm)
         coarse = tuple(slice(None, None, f) for f in factors)
@@ -76,15 +77,15 @@ class ThresholdMasker:
         intracranial = _intracranial_space(hu[coarse], smoothed[coarse], coarse_spacing, s)
         depth = _distance_inside(intracranial, coarse_spacing)
         core = _upsample(depth > s.brain_margin_mm, factors, hu.shape)
-        inner = _bounding_box(core)
+        inner = bounding_box(core)
         if inner is None:
             log.info("event=masking method=%s components=0 reason=no intracranial space", METHOD_NAME)
             return self._result(mask)
         # Blood is only looked for in the core, so the full-resolution steps run in its
         # bounding box (the same voxels come out; the head box is half scalp and air).
         hu, smoothed, core = hu[inner], smoothed[inner], core[inner]
-        near_surface = _upsample(depth <= s.extra_axial_band_mm, factors, volume.hu[box].shape)[inner]
-        calcified = _denser_than(volume.hu[box], _CALCIFICATION_HU, inner)
+        near_surface = _upsample(depth <= s.extra_axial_band_mm, factors, head_hu.shape)[inner]
+        calcified = _denser_than(head_hu, _CALCIFICATION_HU, inner)
         allowed = core & ~calcified & (smoothed <= s.blood_hu_max)
         del calcified, core
         kept = self._keep_intraparenchymal((smoothed >= s.blood_hu_min) & allowed, near_surface,
@@ -192,7 +193,7 @@ def _smooth(hu: np.ndarray, sigma_voxels: list[float]) -> np.ndarray:
         return ndimage.gaussian_filter(hu, sigma=sigma_voxels, truncate=_TRUNCATE)
     reach = int(_TRUNCATE * sigma_voxels[0] + 0.5)
     bounds = np.linspace(0, slices, slabs + 1).astype(int)
-    smoothed = np.empty(hu.shape, np.result_type(hu.dtype, np.float32))
+    smoothed = np.empty_like(hu)  # gaussian_filter's output has its input's dtype
 
     def smooth_slab(start: int, stop: int) -> None:
         low, high = max(0, start - reach), min(slices, stop + reach)
@@ -204,18 +205,9 @@ def _smooth(hu: np.ndarray, sigma_voxels: list[float]) -> np.ndarray:
     return smoothed
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The smallest box holding every voxel of ``mask``; None when it is empty."""
-    spans = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-             for axis in range(mask.ndim)]
-    if any(span.size == 0 for span in spans):
-        return None
-    return tuple(slice(int(span[0]), int(span[-1]) + 1) for span in spans)
-
-
-def _denser_than(hu: np.ndarray, threshold: float, box: tuple[slice, ...]) -> np.ndarray:
+def _denser_than(hu: np.ndarray, threshold: float, box: Box) -> np.ndarray:
     """``_dilate_once(hu > threshold)[box]``, computed on ``box`` widened by one voxel only."""
-    wide = tuple(slice(max(0, b.start - 1), min(n, b.stop + 1)) for b, n in zip(box, hu.shape))
+    wide = widened(box, 1, hu.shape)
     inside = tuple(slice(b.start - w.start, b.stop - w.start) for b, w in zip(box, wide))
     return _dilate_once(hu[wide] > threshold)[inside]
 
@@ -236,11 +228,10 @@ def _dilate_once(mask: np.ndarray) -> np.ndarray:
 def _grow_rim(kept: np.ndarray, rim: np.ndarray, voxels: int) -> None:
     """Grow ``kept`` in place by up to ``voxels`` steps into ``rim`` (geodesic dilation),
     inside the kept voxels' bounding box widened by ``voxels``: the growth cannot leave it."""
-    if not kept.any():
+    occupied = bounding_box(kept)
+    if occupied is None:
         return
-    box = tuple(slice(max(0, int(span[0]) - voxels), int(span[-1]) + voxels + 1)
-                for span in (np.flatnonzero(kept.any(axis=tuple(a for a in range(kept.ndim) if a != axis)))
-                             for axis in range(kept.ndim)))
+    box = widened(occupied, voxels, kept.shape)
     kept[box] |= ndimage.binary_dilation(kept[box], iterations=voxels, mask=rim[box])
 
 
