@@ -178,15 +178,14 @@ class ReportStage:
                                                       frame_number=key_image.frame_number,
                                                       orientation=key_image.orientation)
             # Sent in this order: what the SR references reaches PACS before the SR.
-            built: list[tuple[str, str, Dataset]] = []
-            if reused_seg is None:
-                built.append(("seg.dcm", "SEG", segmentation))
+            after_seg: list[tuple[str, str, Dataset]] = []
             if key_images is not None:
-                built.append(("key-images.dcm", "KO", key_images))
+                after_seg.append(("key-images.dcm", "KO", key_images))
             if capture is not None:
-                built.append(("key-image-capture.dcm", "OT", capture))
-            built.append(("sr.dcm", "SR", sr))
-            checks.append(side.submit(self._encode_and_validate, [ds for name, _, ds in built if name != "seg.dcm"]))
+                after_seg.append(("key-image-capture.dcm", "OT", capture))
+            after_seg.append(("sr.dcm", "SR", sr))
+            checks.append(side.submit(self._encode_and_validate, [ds for _, _, ds in after_seg]))
+            built = ([("seg.dcm", "SEG", segmentation)] if reused_seg is None else []) + after_seg
             with timer.stage("png"):
                 png = png_bytes(key_image.picture) if key_image is not None else None
             with timer.stage("validate"):  # what the side work takes beyond the building
