@@ -52,7 +52,9 @@ from tests.support.peers import wait_until
 from tests.support.phantoms import PhantomSeries, make_head_ct_series
 
 PHASES = ("sending", "analysing", "delivering")
+AIM_TRIES = 6              # heavy jobs an analysing kill may try before it lands where it lands
 TRIGGER_TIMEOUT_S = 60.0   # a phase that never starts: kill anyway, classified by what ran
+NEXT_JOB_TIMEOUT_S = 10.0  # an analysing kill's wait for the next heavy job after one it missed
 HL7_PER_CYCLE = 5
 
 
@@ -184,12 +186,7 @@ class _Run:
                        or not self.scanner.sending)
             time.sleep(self.rng.uniform(0.0, 0.01))  # within the store of the next instance
         elif aim == "analysing":
-            # An analysis or report job (seconds), not one of the short bookkeeping jobs
-            # (clinical update, follow-up pairing: milliseconds) that the window would miss.
-            self._wait(lambda: self.db.count(
-                "SELECT COUNT(*) FROM jobs WHERE state = 'running' AND kind IN"
-                " ('analyse_study', 'finalise_study', 'replay_study', 'report_study')") > 0)
-            time.sleep(self.rng.uniform(0.0, self.job_window_s))
+            self._aim_at_a_running_job()
         else:  # about the length of one study's SR + SEG association
             self._wait(lambda: len(self.pacs.receptions()) > received_before)
             time.sleep(self.rng.uniform(0.0, 0.15))
@@ -201,10 +198,32 @@ class _Run:
         self.scanner.wait()
         self.hl7.wait()
 
-    def _wait(self, phase_started: Callable[[], bool]) -> None:
+    def _heavy_job_running(self) -> bool:
+        """An analysis or report job runs (a fraction of a second to seconds), not one of
+        the short bookkeeping jobs (clinical update, follow-up pairing: milliseconds)."""
+        return self.db.count(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'running' AND kind IN"
+            " ('analyse_study', 'finalise_study', 'replay_study', 'report_study')") > 0
+
+    def _aim_at_a_running_job(self) -> None:
+        """Return at a random moment inside an analysis or report job.
+
+        The delay is drawn within ``job_window_s`` of the job's start. A job that ended
+        before it (jobs get faster) does not waste the kill: the next heavy job of the
+        study (the report follows the analysis) is aimed at, with half the window each time.
+        """
+        window, timeout_s = self.job_window_s, TRIGGER_TIMEOUT_S
+        for _ in range(AIM_TRIES):
+            self._wait(self._heavy_job_running, timeout_s)
+            time.sleep(self.rng.uniform(0.0, window))
+            if self._heavy_job_running() or self.idle():
+                return
+            window, timeout_s = window / 2, NEXT_JOB_TIMEOUT_S
+
+    def _wait(self, phase_started: Callable[[], bool], timeout_s: float = TRIGGER_TIMEOUT_S) -> None:
         """Until ``phase_started``; or the node ran out of work: the kill lands where it lands."""
         try:
-            wait_until(lambda: phase_started() or self.idle(), timeout_s=TRIGGER_TIMEOUT_S, interval_s=0.01)
+            wait_until(lambda: phase_started() or self.idle(), timeout_s=timeout_s, interval_s=0.01)
         except AssertionError:
             pass  # a phase still due but not begun (e.g. a quiet period running): kill anyway
 
