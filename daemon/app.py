@@ -57,6 +57,7 @@ from daemon.receive.storage_scp import start_listener
 from daemon.report.alert_escalation_job import AlertEscalationStage
 from daemon.report.followup_report_job import FollowupReportStage
 from daemon.report.report_job import ReportStage
+from daemon.report.standard_tables import load_highdicom_tables
 from daemon.report.warm_validator import WarmSrValidator
 from daemon.retention.orphans import prepare_receive_tmp_dir, remove_orphan_temp_files
 from daemon.retention.purge import purge_expired
@@ -181,6 +182,7 @@ class Node:
         if Role.ANALYSE in self.roles:
             if self.sr_validator is not None:
                 self.sr_validator.start()  # warms up while the node opens
+            self.scheduler.add_job(load_highdicom_tables, id="highdicom-tables-at-start")
             resumed = self.runner.resume_interrupted()
             self.runner.start()
             log.info("job runner started node=%s resumed_jobs=%d", self.settings.node_name, resumed)
