@@ -10,8 +10,9 @@ The scanner starts the next study whenever it has sent the last one, so a cycle 
 has a study arriving while an earlier one is analysed or delivered. Each cycle starts
 the node, aims the kill at one phase (sending, analysing, delivering; at random unless
 given) and kills it at a random point of that phase: after a random number of the
-scanner's instances were stored, within a random delay of a job starting to run, or of
-the PACS receiving its first object of this run. The kill is then classified by what
+scanner's instances were stored, within a random delay of a job starting to run (the
+next job's, with half the delay, when the job ended first), or of the PACS receiving its
+first object of this run. The kill is then classified by what
 the killed node's database says it interrupted. A last run without a kill lets
 everything finish; then:
 
