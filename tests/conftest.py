@@ -45,14 +45,20 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sqlite_only: about the SQLite file itself; not run on PostgreSQL")
     config.addinivalue_line("markers", "no_database: opens no node database; not run again on PostgreSQL")
+    config.addinivalue_line("markers", "database_neutral: checks image analysis, report content or socket guards; "
+                            "its database use is that of the end-to-end tests; not run again on PostgreSQL")
+
+
+NOT_ON_POSTGRESQL = ("sqlite_only", "no_database", "database_neutral")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On the PostgreSQL pass, tests about the SQLite file and tests that open no database
-    are deselected: they ran in the SQLite pass, and would run the same again."""
+    """On the PostgreSQL pass, tests about the SQLite file, tests that open no database and
+    tests whose subject is not the database (their database use is the end-to-end tests',
+    which do run again) are deselected: they ran in the SQLite pass, and would check the
+    same again."""
     if on_postgresql():
-        kept = [item for item in items
-                if item.get_closest_marker("sqlite_only") is None and item.get_closest_marker("no_database") is None]
+        kept = [item for item in items if not any(item.get_closest_marker(name) for name in NOT_ON_POSTGRESQL)]
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
 

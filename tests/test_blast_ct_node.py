@@ -27,7 +27,7 @@ from tests.support.peers import Orthanc, wait_until
 from tests.support.phantoms import make_head_ct_series
 from tests.support.sr_reading import walk_content
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.database_neutral]
 
 
 def _by_modality(orthanc: Orthanc) -> dict[str, pydicom.Dataset]:

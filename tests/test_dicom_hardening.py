@@ -70,6 +70,7 @@ def _ct(tmp_path: Path) -> Path:
 
 # --- lock-out ---------------------------------------------------------------------------
 
+@pytest.mark.database_neutral
 def test_idle_sockets_of_one_peer_do_not_lock_the_scanner_out(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:

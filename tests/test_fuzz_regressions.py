@@ -126,6 +126,7 @@ def test_association_byte_guard_short_fuzz(data: bytes) -> None:
     PduGuardTarget()(data)
 
 
+@pytest.mark.database_neutral
 def test_hostile_association_and_tls_streams_leave_the_listener_serving(tmp_path: Path) -> None:
     """A few of bench/fuzz_parsers.py's association and TLS streams: each association ends
     within its timeouts and a good C-ECHO follows (the full run is the bench)."""

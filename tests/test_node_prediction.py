@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.dataset import Dataset
 
 from daemon.app import Node
@@ -60,6 +61,7 @@ def items(sr: Dataset, value_type: str) -> dict[str, list[Dataset]]:
     return found
 
 
+@pytest.mark.database_neutral
 def test_node_reports_the_tiny_unvalidated_model_and_raises_no_risk_alert(
         tmp_path: Path, orthanc: Orthanc, webhook: HttpReceiver) -> None:
     weights = tmp_path / "weights" / "tiny-multimodal.keras"

@@ -24,6 +24,7 @@ def test_the_tables_highdicom_builds_with_are_cached_after_loading() -> None:
         assert load.cache_info().misses == misses
 
 
+@pytest.mark.database_neutral
 def test_a_started_node_loads_them_before_any_report(tmp_path: Path) -> None:
     from daemon.app import Node
     from tests.support.node_settings import loopback_node_settings

@@ -19,7 +19,7 @@ from tests.support.peers import Orthanc, wait_until
 from tests.support.phantoms import make_head_ct_series
 from tests.support.sr_reading import sr_numeric_values
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.database_neutral]
 
 
 def test_a_25_degree_tilted_series_is_reported_with_its_true_volume(tmp_path: Path, orthanc: Orthanc) -> None:
