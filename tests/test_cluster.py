@@ -105,10 +105,13 @@ def test_the_survivor_finishes_the_work_of_a_node_killed_mid_analysis(tmp_path: 
     db = NodeDatabase(doomed_config.data_dir)
     doomed.start()
     acknowledged = _send(doomed_config.dicom_port, studies[0].paths)
-    # node-a claims the analysis as soon as the series is complete; kill it while it runs.
-    wait_until(lambda: db.count("SELECT COUNT(*) FROM jobs WHERE state = 'running' AND lease_owner = 'node-a'") > 0,
-               timeout_s=60, interval_s=0.05)
+    # node-a claims the analysis as soon as the series is complete, then its report; kill
+    # it while the report runs (validated: about a second, where the analysis of this
+    # phantom takes 0.3 s and could end between the poll and the kill).
+    wait_until(lambda: db.count("SELECT COUNT(*) FROM jobs WHERE state = 'running' AND lease_owner = 'node-a'"
+                                " AND kind = 'report_study'") > 0, timeout_s=60, interval_s=0.02)
     doomed.kill()
+    assert db.count("SELECT COUNT(*) FROM jobs WHERE state = 'running' AND lease_owner = 'node-a'") == 1
     survivor.start()
     try:
         acknowledged |= _send(survivor_config.dicom_port, studies[1].paths)
