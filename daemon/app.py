@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Blueprint
@@ -150,6 +151,13 @@ class Node:
             JobKind.ESCALATE_ALERT: escalation.escalate_alert,
         }
 
+    def _newest_report_sr(self) -> Path | None:
+        """The SR file of the last report this node (or a peer on a shared disk) made,
+        to warm the SR validator with; None on a new node or once retention removed it."""
+        with self.db.transaction() as repos:
+            newest = repos.results.newest()
+        return newest.sr_path if newest is not None and newest.sr_path.is_file() else None
+
     @property
     def dicom_port(self) -> int:
         assert self._dicom_server is not None, "node not started"
@@ -181,7 +189,7 @@ class Node:
         self.scheduler.add_job(remove_orphan_temp_files, args=[self.settings], id="orphans-at-start")
         if Role.ANALYSE in self.roles:
             if self.sr_validator is not None:
-                self.sr_validator.start()  # warms up while the node opens
+                self.sr_validator.start(warm_up_with=self._newest_report_sr())  # while the node opens
             self.scheduler.add_job(load_highdicom_tables, id="highdicom-tables-at-start")
             resumed = self.runner.resume_interrupted()
             self.runner.start()

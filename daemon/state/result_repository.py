@@ -77,6 +77,11 @@ class ResultRepository:
             "SELECT * FROM results WHERE study_uid = :uid ORDER BY id DESC LIMIT 1"), {"uid": study_uid}).first()
         return None if row is None else _result(row)
 
+    def newest(self) -> StoredResult | None:
+        """The last result made on any study, or None."""
+        row = self._conn.execute(text("SELECT * FROM results ORDER BY id DESC LIMIT 1")).first()
+        return None if row is None else _result(row)
+
     def created_before(self, cutoff: float) -> list[StoredResult]:
         """Results made before ``cutoff`` (retention)."""
         rows = self._conn.execute(text("SELECT * FROM results WHERE created_at < :cutoff ORDER BY id"),
