@@ -9,10 +9,10 @@ Peers, all on 127.0.0.1: dcmtk storescu (the scanner) sends synthetic head CT ph
 The scanner starts the next study whenever it has sent the last one, so a cycle often
 has a study arriving while an earlier one is analysed or delivered. Each cycle starts
 the node, aims the kill at one phase (sending, analysing, delivering; at random unless
-given) and kills it at a random point of that phase: after a random number of the
-scanner's instances were stored, within a random delay of a job starting to run (the
-next job's, with half the delay, when the job ended first), or of the PACS receiving its
-first object of this run. The kill is then classified by what
+given) and kills it at a random point of that phase: after a random number (up to half)
+of the scanner's instances were stored, within a random delay of a job starting to run
+(the next job's, with half the delay, when the job ended first), or of the PACS
+receiving its first object of this run. The kill is then classified by what
 the killed node's database says it interrupted. A last run without a kill lets
 everything finish; then:
 
@@ -181,8 +181,10 @@ class _Run:
         if aim == "sending" and len(todo) < 2:
             aim = self.rng.choice(PHASES[1:])  # nothing (left) to send: aim at the work instead
         if aim == "sending":
-            # A random instance, leaving at least one (two, when there are) still to send.
-            aim_at = stored_before + self.rng.randint(1, max(1, len(todo) - 2))
+            # A random instance of the first half: the second half is still to send when the
+            # kill lands, even though the node stores a few hundred small images a second
+            # (leaving only 2, storescu could finish between the poll and the kill).
+            aim_at = stored_before + self.rng.randint(1, max(1, len(todo) // 2))
             self._wait(lambda: self.db.count("SELECT COUNT(*) FROM instances") >= aim_at
                        or not self.scanner.sending)
             time.sleep(self.rng.uniform(0.0, 0.01))  # within the store of the next instance
