@@ -154,7 +154,7 @@ class Node:
     def _newest_report_sr(self) -> Path | None:
         """The SR file of the last report this node (or a peer on a shared disk) made,
         to warm the SR validator with; None on a new node or once retention removed it."""
-        with self.db.transaction() as repos:
+        with self.db.reading() as repos:
             newest = repos.results.newest()
         return newest.sr_path if newest is not None and newest.sr_path.is_file() else None
 
