@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from daemon.report.warm_validator import WarmSrValidator
+from tests.support.peers import wait_until
 
 TIMEOUT_S = 120.0
 
@@ -32,9 +33,8 @@ def first_pass_s(sr: Path, warm_up: Path | None) -> float:
     try:
         if not validator.wait_until_ready(TIMEOUT_S):
             raise SystemExit("the warm SR validator did not start")
-        deadline = time.monotonic() + TIMEOUT_S
-        while warm_up is not None and validator.warm_ups == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        if warm_up is not None:
+            wait_until(lambda: validator.warm_ups > 0, timeout_s=TIMEOUT_S)
         started = time.perf_counter()
         validator.validate(sr, TIMEOUT_S)
         return time.perf_counter() - started

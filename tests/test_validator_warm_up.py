@@ -11,6 +11,7 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from daemon.app import Node
+from daemon.config import ReportSettings
 from daemon.report.notice_builder import build_not_analysed_sr
 from daemon.report.validation import write_dataset
 from daemon.report.warm_validator import WarmSrValidator
@@ -22,7 +23,7 @@ from tests.support.node_settings import loopback_node_settings
 from tests.support.peers import wait_until
 
 
-def _notice_sr(folder: Path, report_settings: object) -> tuple[str, Path]:
+def _notice_sr(folder: Path, report_settings: ReportSettings) -> tuple[str, Path]:
     study_uid = generate_uid()
     header = pydicom.dcmread(tiny_ct(folder / "ct.dcm", study_uid, generate_uid(), 0))
     header.update({"PatientName": "Warm^Up", "PatientID": "WARM-1", "PatientBirthDate": "19600101",
@@ -31,7 +32,7 @@ def _notice_sr(folder: Path, report_settings: object) -> tuple[str, Path]:
     identity = StudyIdentity(study_uid, "st-warm", "WARM-1", None, "ACC-WARM-1", "Warm^Up", None)
     notice = NotAnalysedNotice(identity, StudyState.NO_SERIES, "no axial series", (), "0.1.0")
     path = folder / "sr.dcm"
-    write_dataset(build_not_analysed_sr(notice, [header], report_settings), path)  # type: ignore[arg-type]
+    write_dataset(build_not_analysed_sr(notice, [header], report_settings), path)
     return study_uid, path
 
 

@@ -60,7 +60,7 @@ class WarmSrValidator:
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._ready = threading.Event()
         self._failed = False
-        self.warm_ups = 0  # warm-up validations done (for monitoring and tests)
+        self.warm_ups = 0  # warm-up validations done (tests and benches read it)
 
     @property
     def available(self) -> bool:
@@ -88,7 +88,7 @@ class WarmSrValidator:
                              daemon=True).start()
 
     def wait_until_ready(self, timeout_s: float) -> bool:
-        """True once the started JVM takes requests (benches, monitoring)."""
+        """True once the started JVM takes requests (benches)."""
         return self._ready.wait(timeout_s)
 
     def _warm_up(self, path: Path) -> None:
